@@ -1,0 +1,175 @@
+"""A small SQL migrator: numbered ``NNNN_name.sql`` files applied once, in order, per schema.
+
+Why hand-written: the engine must create or upgrade its own schema on
+``PostgresProvider.connect`` (several processes may start at once), and the
+Toygres metadata schema wants the same behaviour, with nothing heavier than
+psycopg. The rules are deliberately few:
+
+* applied migrations are recorded in ``<schema>.schema_migrations``;
+* a session-level advisory lock serialises concurrent migrators, so a second
+  starter waits and then finds everything applied;
+* each pending file runs in its own transaction with
+  ``SET LOCAL search_path TO <schema>, public``, so files are written
+  schema-unqualified and a failing file leaves no trace (earlier ones stay);
+* a recorded migration whose file has changed since is refused, because the
+  database no longer matches what the code believes it ran.
+
+Files are executed as one multi-statement batch (simple query protocol), so
+plpgsql ``$$`` bodies are fine; statements that cannot run inside a transaction
+(``CREATE INDEX CONCURRENTLY``, ``VACUUM``) are not supported. Migrations
+recorded in the database but missing from ``migrations`` (a newer release ran
+them) are left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.resources.abc import Traversable
+from typing import Any
+
+import psycopg
+from psycopg import pq, sql
+
+__all__ = ["Migration", "MigrationError", "apply_migrations", "load_migrations"]
+
+_FILE_RE = re.compile(r"^(?P<version>\d{4,})_(?P<name>[A-Za-z0-9][A-Za-z0-9_\-]*)\.sql$")
+_LOCK_CLASS = 0x7467  # first key of the two-int advisory lock: keeps us apart from bigint-keyed locks
+
+
+class MigrationError(Exception):
+    """A migration set is malformed, was edited after being applied, or failed to apply."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One SQL file. ``checksum`` is the SHA-256 of its text with normalised line endings."""
+
+    version: int
+    name: str
+    sql: str
+    checksum: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.version:04d}_{self.name}.sql"
+
+
+def _checksum(text: str) -> str:
+    normalised = text.replace("\r\n", "\n")
+    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+
+
+def load_migrations(source: pathlib.Path | Traversable) -> list[Migration]:
+    """Read every ``*.sql`` file in ``source`` (a directory or package resource folder).
+
+    Other files (``__init__.py``, READMEs) are ignored; a ``.sql`` file whose name is
+    not ``NNNN_name.sql`` or whose version repeats another file's is an error, so a
+    typo never silently skips a migration.
+    """
+    if not source.is_dir():
+        raise MigrationError(f"migration source {source} is not a directory")
+    found: dict[int, Migration] = {}
+    for entry in sorted(source.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql") or not entry.is_file():
+            continue
+        match = _FILE_RE.match(entry.name)
+        if match is None:
+            raise MigrationError(
+                f"bad migration file name {entry.name!r} in {source}: expected NNNN_name.sql "
+                "(at least four digits, then letters, digits, '_' or '-')"
+            )
+        version = int(match["version"])
+        if version in found:
+            raise MigrationError(
+                f"duplicate migration version {version} in {source}: "
+                f"{found[version].filename!r} and {entry.name!r}"
+            )
+        text = entry.read_text(encoding="utf-8")
+        found[version] = Migration(version=version, name=match["name"], sql=text, checksum=_checksum(text))
+    return [found[v] for v in sorted(found)]
+
+
+async def apply_migrations(
+    conn: psycopg.AsyncConnection[Any],
+    migrations: Sequence[Migration],
+    *,
+    schema: str,
+    lock_key: str | None = None,
+) -> list[Migration]:
+    """Apply the pending ``migrations`` to ``schema`` and return the ones applied now.
+
+    ``conn`` must not be inside a transaction; it is switched to autocommit for the
+    duration (and restored) so that every file gets its own real transaction and the
+    advisory lock outlives them. The lock key is ``lock_key`` or the schema name.
+    """
+    if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        raise MigrationError("apply_migrations needs a connection that is not inside a transaction")
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"duplicate migration versions in {[m.filename for m in migrations]}")
+
+    key = lock_key if lock_key is not None else schema
+    was_autocommit = conn.autocommit
+    await conn.set_autocommit(True)
+    try:
+        await conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, key))
+        try:
+            return await _apply_locked(conn, migrations, schema)
+        finally:
+            if not conn.closed:
+                await conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, key))
+    finally:
+        if not conn.closed and conn.info.transaction_status == pq.TransactionStatus.IDLE:
+            await conn.set_autocommit(was_autocommit)
+
+
+async def _apply_locked(
+    conn: psycopg.AsyncConnection[Any], migrations: Sequence[Migration], schema: str
+) -> list[Migration]:
+    table = sql.Identifier(schema, "schema_migrations")
+    async with conn.transaction():
+        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        await conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " version integer PRIMARY KEY,"
+                " name text NOT NULL,"
+                " checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(table)
+        )
+    cur = await conn.execute(sql.SQL("SELECT version, name, checksum FROM {}").format(table))
+    applied = {int(row[0]): (str(row[1]), str(row[2])) for row in await cur.fetchall()}
+
+    for m in migrations:
+        if m.version in applied and applied[m.version][1] != m.checksum:
+            raise MigrationError(
+                f"migration {m.filename} was changed after it was applied to schema {schema!r} "
+                f"(recorded as {applied[m.version][0]!r}, checksum {applied[m.version][1][:12]}…, "
+                f"file has {m.checksum[:12]}…); add a new migration instead of editing an applied one"
+            )
+
+    newly: list[Migration] = []
+    for m in sorted(migrations, key=lambda m: m.version):
+        if m.version in applied:
+            continue
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema))
+                )
+                # bytes, no parameters: psycopg uses the simple query protocol, which runs
+                # the whole file as one batch (and leaves '%' alone).
+                await conn.execute(m.sql.encode("utf-8"))
+                await conn.execute(
+                    sql.SQL("INSERT INTO {} (version, name, checksum) VALUES (%s, %s, %s)").format(table),
+                    (m.version, m.name, m.checksum),
+                )
+        except psycopg.Error as exc:
+            raise MigrationError(f"migration {m.filename} failed on schema {schema!r}: {exc}") from exc
+        newly.append(m)
+    return newly

@@ -1,0 +1,5 @@
+"""PostgreSQL storage for the durable engine: ``await PostgresProvider.connect(dsn)``."""
+
+from .provider import PostgresProvider
+
+__all__ = ["PostgresProvider"]

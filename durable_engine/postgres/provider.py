@@ -1,0 +1,376 @@
+"""The PostgreSQL provider: durable queues, history and instances on psycopg 3.
+
+Why server-side functions: each hot operation (fetch a turn, commit a turn, fetch and
+complete an activity) is one ``SELECT fn(...)`` in autocommit mode, i.e. one round trip
+and one transaction, with the multi-statement logic and its locking next to the data
+(see ``sql/0001_engine_schema.sql``). Everything crosses the wire as ``jsonb``.
+Wake-ups come from LISTEN/NOTIFY on one shared connection (:mod:`.listener`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.resources
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from ..errors import LockLostError
+from ..history import HistoryEvent
+from ..messages import ActivityTask, MessageKind, OrchestratorMessage
+from ..migrate import apply_migrations, load_migrations
+from ..provider import (
+    ActivityItem,
+    InstanceRecord,
+    NewInstance,
+    OrchestrationItem,
+    Queue,
+    TurnCommit,
+)
+from ..status import RuntimeStatus
+from .listener import Listener
+
+__all__ = ["PostgresProvider"]
+
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_TERMINAL = [s.value for s in RuntimeStatus if s.is_terminal]
+_INSTANCE_COLUMNS = (
+    "instance_id, name, version, status, execution_id, input, output, error, custom_status,"
+    " parent_instance_id, created_at, updated_at"
+)
+#: an idle waiter re-checks the database at least this often even without a NOTIFY (a lost
+#: notification, a message made visible by another process's clock) - cheap, not hot polling
+_MAX_IDLE_SLEEP = 30.0
+
+
+def _ts(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _record(row: dict[str, Any]) -> InstanceRecord:
+    return InstanceRecord(
+        instance_id=row["instance_id"],
+        name=row["name"],
+        version=row["version"],
+        status=RuntimeStatus(row["status"]),
+        execution_id=int(row["execution_id"]),
+        input=row["input"],
+        output=row["output"],
+        error=row["error"],
+        custom_status=row["custom_status"],
+        parent_instance_id=row["parent_instance_id"],
+        created_at=_ts(row["created_at"]),
+        updated_at=_ts(row["updated_at"]),
+    )
+
+
+def _row_record(row: TupleRow) -> InstanceRecord:
+    names = [c.strip() for c in _INSTANCE_COLUMNS.split(",")]
+    return _record(dict(zip(names, row, strict=True)))
+
+
+def _new_instance_json(instance: NewInstance) -> dict[str, Any]:
+    start = OrchestratorMessage(
+        kind=MessageKind.START,
+        instance_id=instance.instance_id,
+        execution_id=1,
+        name=instance.name,
+        version=instance.version,
+        data=instance.input,
+        parent=instance.parent,
+    )
+    return {
+        "instance_id": instance.instance_id,
+        "name": instance.name,
+        "version": instance.version,
+        "input": instance.input,
+        "parent_instance_id": (instance.parent or {}).get("instance"),
+        "start": start.to_dict(),
+    }
+
+
+def _encode_cursor(created_at: datetime, instance_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), instance_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, instance_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(instance_id)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"invalid list cursor {cursor!r}") from exc
+
+
+class PostgresProvider:
+    """:class:`~durable_engine.provider.Provider` on PostgreSQL; build it with :meth:`connect`."""
+
+    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]], listener: Listener,
+                 schema: str) -> None:
+        self._pool = pool
+        self._listener = listener
+        self.schema = schema
+
+    @classmethod
+    async def connect(
+        cls, dsn: str, *, schema: str = "durable", min_pool: int = 1, max_pool: int = 10
+    ) -> PostgresProvider:
+        """Create or upgrade the engine schema (advisory-locked), then open the pool and listener."""
+        if not _SCHEMA_RE.match(schema):
+            raise ValueError(f"invalid schema name {schema!r}: use lowercase letters, digits and '_'")
+        migrations = load_migrations(importlib.resources.files("durable_engine.postgres") / "sql")
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            await apply_migrations(conn, migrations, schema=schema)
+
+        setup = sql.SQL("SET search_path TO {}, public; SET TIME ZONE 'UTC'").format(sql.Identifier(schema))
+
+        async def configure(conn: psycopg.AsyncConnection[TupleRow]) -> None:
+            await conn.execute(setup)
+
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] = AsyncConnectionPool(
+            dsn,
+            min_size=min_pool,
+            max_size=max_pool,
+            kwargs={"autocommit": True},
+            configure=configure,
+            open=False,
+            name=f"durable-{schema}",
+        )
+        await pool.open(wait=True)
+        listener = Listener(dsn, {k: f"{schema}.{k}" for k in ("orchestrator", "worker", "status")})
+        try:
+            await listener.start()
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, listener, schema)
+
+    async def close(self) -> None:
+        await self._listener.close()
+        await self._pool.close()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    # --- helpers --------------------------------------------------------------------------
+    async def _scalar(self, query: str | sql.Composed, params: tuple[Any, ...] = ()) -> Any:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(cast(Any, query), params)
+            row = await cur.fetchone()
+            return None if row is None else row[0]
+
+    # --- instance creation and client-side messages ---------------------------------------
+    async def create_instance(self, instance: NewInstance) -> bool:
+        created = await self._scalar(
+            "SELECT create_instances(%s)", (Jsonb([_new_instance_json(instance)]),)
+        )
+        return bool(created)
+
+    async def enqueue_orchestrator_message(
+        self, message: OrchestratorMessage, visible_at: datetime | None = None
+    ) -> None:
+        await self._scalar(
+            "SELECT enqueue_orchestrator_message(%s, %s, %s)",
+            (message.instance_id, Jsonb(message.to_dict()), visible_at),
+        )
+
+    # --- orchestrator queue ---------------------------------------------------------------
+    async def fetch_orchestration_item(self, lock_timeout: timedelta) -> OrchestrationItem | None:
+        data = await self._scalar("SELECT fetch_orchestration_item(%s)", (lock_timeout.total_seconds(),))
+        if data is None:
+            return None
+        messages = [OrchestratorMessage.from_dict(m["payload"], id=int(m["id"])) for m in data["messages"]]
+        return OrchestrationItem(
+            instance_id=data["instance_id"],
+            lock_token=data["lock_token"],
+            instance=_record(data["instance"]) if data["instance"] is not None else None,
+            history=[HistoryEvent.from_dict(e) for e in data["history"]],
+            messages=messages,
+            dequeue_count=max(int(m["delivery_count"]) for m in data["messages"]),
+        )
+
+    async def commit_turn(self, lock_token: str, commit: TurnCommit) -> None:
+        update = commit.update
+        payload: dict[str, Any] = {
+            "instance_id": commit.instance_id,
+            "execution_id": commit.execution_id,
+            "new_events": [e.to_dict() for e in commit.new_events],
+            "consumed": commit.consumed_message_ids,
+            "update": None
+            if update is None
+            else {
+                "name": update.name,
+                "version": update.version,
+                "status": update.status.value,
+                "execution_id": update.execution_id,
+                "input": update.input,
+                "output": update.output,
+                "error": update.error,
+                "custom_status": update.custom_status,
+            },
+            "messages": [
+                {
+                    "instance_id": tm.message.instance_id,
+                    "payload": tm.message.to_dict(),
+                    "visible_at": tm.visible_at.isoformat() if tm.visible_at is not None else None,
+                }
+                for tm in commit.orchestrator_messages
+            ],
+            "tasks": [{"instance_id": t.instance_id, "payload": t.to_dict()} for t in commit.activity_tasks],
+            "new_instances": [_new_instance_json(n) for n in commit.new_instances],
+        }
+        ok = await self._scalar("SELECT commit_turn(%s, %s)", (lock_token, Jsonb(payload)))
+        if not ok:
+            raise LockLostError(
+                f"lock on orchestration instance {commit.instance_id!r} was lost before the turn committed"
+            )
+
+    async def abandon_orchestration_item(self, lock_token: str, delay: timedelta | None = None) -> None:
+        visible_at = self.now() + delay if delay else None
+        await self._scalar("SELECT abandon_orchestration_item(%s, %s)", (lock_token, visible_at))
+
+    # --- worker queue ---------------------------------------------------------------------
+    async def fetch_activity(self, lock_timeout: timedelta) -> ActivityItem | None:
+        data = await self._scalar("SELECT fetch_activity(%s)", (lock_timeout.total_seconds(),))
+        if data is None:
+            return None
+        return ActivityItem(
+            task=ActivityTask.from_dict(data["payload"]),
+            lock_token=data["lock_token"],
+            dequeue_count=int(data["delivery_count"]),
+        )
+
+    async def renew_activity_lock(self, lock_token: str, lock_timeout: timedelta) -> bool:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE activity_queue SET visible_at = now() + make_interval(secs => %s)"
+                " WHERE lock_token = %s",
+                (lock_timeout.total_seconds(), lock_token),
+            )
+            return cur.rowcount > 0
+
+    async def complete_activity(self, lock_token: str, completion: OrchestratorMessage) -> bool:
+        done = await self._scalar(
+            "SELECT complete_activity(%s, %s, %s)",
+            (lock_token, completion.instance_id, Jsonb(completion.to_dict())),
+        )
+        return bool(done)
+
+    async def abandon_activity(self, lock_token: str, delay: timedelta | None = None) -> None:
+        visible_at = self.now() + delay if delay else None
+        await self._scalar("SELECT abandon_activity(%s, %s)", (lock_token, visible_at))
+
+    # --- reads and maintenance --------------------------------------------------------------
+    async def get_instance(self, instance_id: str) -> InstanceRecord | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE instance_id = %s", (instance_id,)
+            )
+            row = await cur.fetchone()
+        return None if row is None else _row_record(row)
+
+    async def list_instances(
+        self,
+        *,
+        status: RuntimeStatus | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[InstanceRecord], str | None]:
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = %s")
+            params.append(RuntimeStatus(status).value)
+        if name is not None:
+            where.append("name = %s")
+            params.append(name)
+        if cursor is not None:
+            created, after_id = _decode_cursor(cursor)
+            where.append("(created_at, instance_id) > (%s, %s)")
+            params.extend([created, after_id])
+        query = f"SELECT {_INSTANCE_COLUMNS} FROM instances"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY created_at, instance_id LIMIT %s"
+        params.append(limit + 1)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(cast(Any, query), params)
+            rows = await cur.fetchall()
+        records = [_row_record(r) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = records[-1]
+            assert last.created_at is not None
+            next_cursor = _encode_cursor(last.created_at, last.instance_id)
+        return records, next_cursor
+
+    async def read_history(self, instance_id: str) -> list[HistoryEvent]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT event FROM history WHERE instance_id = %s AND execution_id = coalesce("
+                " (SELECT execution_id FROM instances WHERE instance_id = %s),"
+                " (SELECT max(execution_id) FROM history WHERE instance_id = %s))"
+                " ORDER BY event_id",
+                (instance_id, instance_id, instance_id),
+            )
+            rows = await cur.fetchall()
+        return [HistoryEvent.from_dict(r[0]) for r in rows]
+
+    async def purge_instance(self, instance_id: str) -> bool:
+        return bool(await self._scalar("SELECT purge_instances(%s)", ([instance_id],)))
+
+    async def purge_terminal_before(self, cutoff: datetime) -> int:
+        count = await self._scalar(
+            "SELECT purge_instances(array(SELECT instance_id FROM instances"
+            " WHERE status = ANY(%s) AND updated_at < %s))",
+            (_TERMINAL, cutoff),
+        )
+        return int(count or 0)
+
+    # --- wake-ups -------------------------------------------------------------------------
+    async def _next_visible(self, queue: Queue) -> datetime | None:
+        if queue == "orchestrator":
+            query = (
+                "SELECT least((SELECT min(visible_at) FROM orchestrator_queue WHERE visible_at > now()),"
+                " (SELECT min(locked_until) FROM instance_locks WHERE locked_until > now()))"
+            )
+        else:
+            query = "SELECT min(visible_at) FROM activity_queue WHERE visible_at > now()"
+        return cast(datetime | None, await self._scalar(query))
+
+    async def wait_for_work(self, queue: Queue, timeout: float) -> None:  # noqa: ASYNC109 - protocol
+        event = self._listener.current(queue)
+        budget = max(0.0, min(timeout, _MAX_IDLE_SLEEP))
+        next_visible = await self._next_visible(queue)
+        if next_visible is not None:
+            until_visible = (next_visible - self.now()).total_seconds() + 0.005
+            budget = max(0.0, min(budget, until_visible))
+        if event.is_set() or budget <= 0:
+            return
+        try:
+            await asyncio.wait_for(event.wait(), budget)
+        except TimeoutError:
+            pass
+
+    async def wait_for_instance_change(self, instance_id: str, timeout: float) -> None:  # noqa: ASYNC109
+        event = self._listener.watch_instance(instance_id)
+        try:
+            await asyncio.wait_for(event.wait(), max(0.0, timeout))
+        except TimeoutError:
+            pass
+        finally:
+            self._listener.unwatch_instance(instance_id, event)

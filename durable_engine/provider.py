@@ -1,0 +1,196 @@
+"""The storage contract every provider implements (in-memory, PostgreSQL, ...).
+
+The runtime owns orchestration semantics; a provider owns only durable, atomic storage:
+two peek-lock queues (orchestrator messages grouped per instance, activity tasks), the
+history, and the instance rows. ``commit_turn`` is the heart of it: one turn's effects are
+applied all together or not at all, and only while the caller still holds the instance lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from .history import HistoryEvent
+from .messages import ActivityTask, OrchestratorMessage
+from .status import InstancePage, RuntimeStatus
+
+Queue = Literal["orchestrator", "worker"]
+
+
+@dataclass
+class NewInstance:
+    """An instance row to create together with its Start message (no-op if the id exists)."""
+
+    instance_id: str
+    name: str
+    version: str | None
+    input: Any
+    parent: dict[str, Any] | None = None
+
+
+@dataclass
+class InstanceRecord:
+    instance_id: str
+    name: str
+    version: str | None
+    status: RuntimeStatus
+    execution_id: int
+    input: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    custom_status: Any = None
+    parent_instance_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass
+class OrchestrationItem:
+    """An instance locked for one turn, with its current execution's history and its visible messages."""
+
+    instance_id: str
+    lock_token: str
+    instance: InstanceRecord | None
+    history: list[HistoryEvent]
+    messages: list[OrchestratorMessage]
+    #: the highest delivery count among the messages: a poison-message detector
+    dequeue_count: int
+
+
+@dataclass
+class ActivityItem:
+    task: ActivityTask
+    lock_token: str
+    dequeue_count: int
+
+
+@dataclass
+class InstanceUpdate:
+    name: str
+    version: str | None
+    status: RuntimeStatus
+    execution_id: int
+    input: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    custom_status: Any = None
+
+
+@dataclass
+class TimedMessage:
+    message: OrchestratorMessage
+    #: ``None`` means visible now; timers are visible at their fire time
+    visible_at: datetime | None = None
+
+
+@dataclass
+class TurnCommit:
+    """Everything one orchestration turn does, applied atomically by ``commit_turn``.
+
+    When ``update.execution_id`` is higher than the stored one (continue-as-new), the
+    provider drops the older executions' history: eternal orchestrations stay bounded.
+    """
+
+    instance_id: str
+    execution_id: int
+    new_events: list[HistoryEvent]
+    consumed_message_ids: list[int]
+    update: InstanceUpdate | None
+    orchestrator_messages: list[TimedMessage] = field(default_factory=list)
+    activity_tasks: list[ActivityTask] = field(default_factory=list)
+    new_instances: list[NewInstance] = field(default_factory=list)
+
+
+class Provider(Protocol):
+    # --- instance creation and client-side messages -------------------------------------
+    async def create_instance(self, instance: NewInstance) -> bool:
+        """Create the instance row and enqueue its Start message; False if the id existed."""
+        ...
+
+    async def enqueue_orchestrator_message(
+        self, message: OrchestratorMessage, visible_at: datetime | None = None
+    ) -> None: ...
+
+    # --- orchestrator queue ---------------------------------------------------------------
+    async def fetch_orchestration_item(self, lock_timeout: timedelta) -> OrchestrationItem | None:
+        """Lock one instance that has visible messages; None when there is nothing to do."""
+        ...
+
+    async def commit_turn(self, lock_token: str, commit: TurnCommit) -> None:
+        """Apply a turn atomically and release the lock; raises LockLostError if it was lost."""
+        ...
+
+    async def abandon_orchestration_item(self, lock_token: str, delay: timedelta | None = None) -> None:
+        """Release the lock without consuming anything; the messages come back after ``delay``."""
+        ...
+
+    # --- worker queue ---------------------------------------------------------------------
+    async def fetch_activity(self, lock_timeout: timedelta) -> ActivityItem | None: ...
+
+    async def renew_activity_lock(self, lock_token: str, lock_timeout: timedelta) -> bool:
+        """Extend a running activity's lock; False if it was lost (another worker may run it)."""
+        ...
+
+    async def complete_activity(self, lock_token: str, completion: OrchestratorMessage) -> bool:
+        """Delete the task and enqueue its completion atomically; False if the lock was lost."""
+        ...
+
+    async def abandon_activity(self, lock_token: str, delay: timedelta | None = None) -> None: ...
+
+    # --- reads and maintenance --------------------------------------------------------------
+    async def get_instance(self, instance_id: str) -> InstanceRecord | None: ...
+
+    async def list_instances(
+        self,
+        *,
+        status: RuntimeStatus | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[InstanceRecord], str | None]: ...
+
+    async def read_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The current execution's history, in event-id order."""
+        ...
+
+    async def purge_instance(self, instance_id: str) -> bool:
+        """Delete a terminal instance with its history and messages; False if absent or not terminal."""
+        ...
+
+    async def purge_terminal_before(self, cutoff: datetime) -> int:
+        """Delete every Completed/Failed/Cancelled instance last updated before ``cutoff``."""
+        ...
+
+    # --- wake-ups and time ------------------------------------------------------------------
+    async def wait_for_work(self, queue: Queue, timeout: float) -> None:
+        """Return when work may be available on ``queue``, or after ``timeout`` seconds.
+
+        Spurious returns are allowed; an idle dispatcher calls this instead of polling hot.
+        """
+        ...
+
+    async def wait_for_instance_change(self, instance_id: str, timeout: float) -> None:
+        """Return when the instance's status may have changed, or after ``timeout`` seconds."""
+        ...
+
+    def now(self) -> datetime:
+        """The provider's clock (tests control it on the in-memory provider)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+__all__ = [
+    "ActivityItem",
+    "InstancePage",
+    "InstanceRecord",
+    "InstanceUpdate",
+    "NewInstance",
+    "OrchestrationItem",
+    "Provider",
+    "Queue",
+    "TimedMessage",
+    "TurnCommit",
+]

@@ -1,0 +1,382 @@
+"""The runtime: dispatchers that fetch work from a provider and run it.
+
+Two ways to drive it, over the same processing code:
+- ``await runtime.start()`` starts long-running loops (a standalone process, ``toygres serve``);
+  idle loops sleep in ``Provider.wait_for_work`` (LISTEN/NOTIFY on PostgreSQL), not in hot polls.
+- ``await runtime.run_orchestrations(...)`` / ``run_activities(...)`` / ``run_until_idle(...)``
+  process until the queue is empty or a time budget ends (Azure Functions triggers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from .context import ActivityContext
+from .errors import ErrorCategory, ErrorInfo, LockLostError
+from .messages import MessageKind, OrchestratorMessage
+from .provider import ActivityItem, OrchestrationItem, Provider, Queue, TurnCommit
+from .registry import Registry
+from .replay import ensure_json
+from .turn import TurnLimits, plan_turn
+
+log = logging.getLogger("durable_engine.runtime")
+
+
+@dataclass
+class RuntimeOptions:
+    orchestration_concurrency: int = 4
+    activity_concurrency: int = 8
+    #: how long a dispatcher owns an instance for one turn before another may take it
+    lock_timeout: timedelta = timedelta(seconds=30)
+    #: how long a worker owns an activity between renewals
+    activity_lock_timeout: timedelta = timedelta(seconds=60)
+    #: renewal period of a running activity's lock; default a third of ``activity_lock_timeout``
+    lock_renewal_interval: timedelta | None = None
+    #: the longest an idle dispatcher sleeps before looking again (wake-ups usually come sooner)
+    idle_wait: float = 5.0
+    history_cap: int = 10_000
+    #: deliveries after which a message is poison and its instance or activity fails
+    max_dequeue_count: int = 10
+    #: how long a failed fetch/commit waits before the item is retried
+    error_backoff: timedelta = timedelta(seconds=1)
+    #: how long ``shutdown`` waits for in-flight work before abandoning it
+    shutdown_grace: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.orchestration_concurrency < 1 or self.activity_concurrency < 1:
+            raise ValueError("RuntimeOptions concurrencies must be at least 1")
+        if self.lock_timeout <= timedelta(0) or self.activity_lock_timeout <= timedelta(0):
+            raise ValueError("RuntimeOptions lock timeouts must be positive")
+
+    @property
+    def renewal_interval(self) -> float:
+        interval = self.lock_renewal_interval or self.activity_lock_timeout / 3
+        return max(interval.total_seconds(), 0.01)
+
+
+class WorkHints(Protocol):
+    """Optional wake-up hints for hosts without long-running loops (Azure Storage queues)."""
+
+    async def orchestrations_ready(self, delay: timedelta | None = None) -> None: ...
+
+    async def activities_ready(self) -> None: ...
+
+
+class Runtime:
+    def __init__(
+        self,
+        provider: Provider,
+        registry: Registry,
+        options: RuntimeOptions | None = None,
+        *,
+        hints: WorkHints | None = None,
+    ) -> None:
+        self.provider = provider
+        self.registry = registry
+        self.options = options or RuntimeOptions()
+        self.hints = hints
+        self._limits = TurnLimits(self.options.history_cap, self.options.max_dequeue_count)
+        self._threads = ThreadPoolExecutor(
+            max_workers=self.options.activity_concurrency, thread_name_prefix="activity"
+        )
+        self._stopping = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._inflight: set[asyncio.Task[Any]] = set()
+
+    # --- long-running mode ----------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._loops:
+            raise RuntimeError("the runtime is already started")
+        self._stopping.clear()
+        self._loops = [
+            asyncio.create_task(
+                self._loop("orchestrator", self._fetch_orchestration, self.process_orchestration_item,
+                           self.options.orchestration_concurrency),
+                name="orchestration-dispatcher",
+            ),
+            asyncio.create_task(
+                self._loop("worker", self._fetch_activity, self.process_activity_item,
+                           self.options.activity_concurrency),
+                name="activity-dispatcher",
+            ),
+        ]
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop fetching; let in-flight work finish within ``grace``, then abandon the rest."""
+        self._stopping.set()
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+        pending = set(self._inflight)
+        if pending:
+            _, still_running = await asyncio.wait(pending, timeout=self.options.shutdown_grace if grace is None
+                                                  else grace)
+            for task in still_running:
+                task.cancel()
+            await asyncio.gather(*still_running, return_exceptions=True)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def _loop(
+        self,
+        queue: Queue,
+        fetch: Callable[[], Awaitable[Any]],
+        process: Callable[[Any], Awaitable[None]],
+        concurrency: int,
+    ) -> None:
+        slots = asyncio.Semaphore(concurrency)
+        while not self._stopping.is_set():
+            await slots.acquire()
+            try:
+                item = await fetch()
+            except Exception:
+                slots.release()
+                log.exception("fetching from the %s queue failed; retrying", queue)
+                await self._sleep_unless_stopping(self.options.error_backoff.total_seconds())
+                continue
+            if item is None:
+                slots.release()
+                await self._wait_for_work(queue)
+                continue
+            task = asyncio.create_task(process(item))
+            self._inflight.add(task)
+            task.add_done_callback(functools.partial(self._done, slots))
+
+    def _done(self, slots: asyncio.Semaphore, task: asyncio.Task[Any]) -> None:
+        slots.release()
+        self._inflight.discard(task)
+
+    async def _wait_for_work(self, queue: Queue) -> None:
+        waiter = asyncio.ensure_future(self.provider.wait_for_work(queue, self.options.idle_wait))
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (waiter, stopper):
+                fut.cancel()
+            await asyncio.gather(waiter, stopper, return_exceptions=True)
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    # --- run-until-empty mode -------------------------------------------------------------------
+    async def run_orchestrations(self, *, time_budget: float | None = None, max_items: int | None = None) -> int:
+        """Run turns until the orchestrator queue has nothing visible or the budget ends."""
+        return await self._drain(
+            self._fetch_orchestration, self.process_orchestration_item,
+            self.options.orchestration_concurrency, time_budget, max_items,
+        )
+
+    async def run_activities(self, *, time_budget: float | None = None, max_items: int | None = None) -> int:
+        """Run activities until the worker queue has nothing visible or the budget ends."""
+        return await self._drain(
+            self._fetch_activity, self.process_activity_item,
+            self.options.activity_concurrency, time_budget, max_items,
+        )
+
+    async def run_until_idle(self, *, time_budget: float | None = None) -> int:
+        """Alternate both queues until neither has visible work (tests, demos, sweeps)."""
+        deadline = None if time_budget is None else time.monotonic() + time_budget
+        total = 0
+        while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            done = await self.run_orchestrations(time_budget=left)
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            done += await self.run_activities(time_budget=left)
+            total += done
+            if done == 0 or (deadline is not None and time.monotonic() >= deadline):
+                return total
+
+    async def _drain(
+        self,
+        fetch: Callable[[], Awaitable[Any]],
+        process: Callable[[Any], Awaitable[None]],
+        concurrency: int,
+        time_budget: float | None,
+        max_items: int | None,
+    ) -> int:
+        deadline = None if time_budget is None else time.monotonic() + time_budget
+        count = 0
+
+        async def worker() -> None:
+            nonlocal count
+            while deadline is None or time.monotonic() < deadline:
+                if max_items is not None and count >= max_items:
+                    return
+                item = await fetch()
+                if item is None:
+                    return
+                count += 1
+                await process(item)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return count
+
+    # --- orchestration turns --------------------------------------------------------------------
+    async def _fetch_orchestration(self) -> OrchestrationItem | None:
+        return await self.provider.fetch_orchestration_item(self.options.lock_timeout)
+
+    async def process_orchestration_item(self, item: OrchestrationItem) -> None:
+        try:
+            commit = plan_turn(item, self.registry, self.provider.now(), self._limits)
+        except Exception:
+            log.exception("planning a turn of %s failed; the messages will be redelivered", item.instance_id)
+            await self.provider.abandon_orchestration_item(item.lock_token, self.options.error_backoff)
+            return
+        try:
+            await self.provider.commit_turn(item.lock_token, commit)
+        except LockLostError:
+            log.warning("lost the lock on %s before committing; another dispatcher redoes the turn",
+                        item.instance_id)
+            return
+        except asyncio.CancelledError:
+            await self._abandon_quietly(self.provider.abandon_orchestration_item(item.lock_token))
+            raise
+        except Exception:
+            log.exception("committing a turn of %s failed; the messages will be redelivered", item.instance_id)
+            await self._abandon_quietly(
+                self.provider.abandon_orchestration_item(item.lock_token, self.options.error_backoff)
+            )
+            return
+        await self._send_hints(commit)
+
+    async def _send_hints(self, commit: TurnCommit) -> None:
+        if self.hints is None:
+            return
+        try:
+            if commit.activity_tasks:
+                await self.hints.activities_ready()
+            now = self.provider.now()
+            for timed in commit.orchestrator_messages:
+                delay = None if timed.visible_at is None else max(timed.visible_at - now, timedelta(0))
+                await self.hints.orchestrations_ready(delay)
+            if commit.new_instances:
+                await self.hints.orchestrations_ready(None)
+        except Exception:  # hints are best effort: the sweep finds the work anyway
+            log.warning("sending a wake-up hint failed", exc_info=True)
+
+    # --- activities -------------------------------------------------------------------------------
+    async def _fetch_activity(self) -> ActivityItem | None:
+        return await self.provider.fetch_activity(self.options.activity_lock_timeout)
+
+    async def process_activity_item(self, item: ActivityItem) -> None:
+        task = item.task
+        renewer = asyncio.create_task(self._renew_while_running(item))
+        try:
+            completion = await self._run_activity(item)
+        except asyncio.CancelledError:
+            renewer.cancel()
+            await self._abandon_quietly(self.provider.abandon_activity(item.lock_token))
+            raise
+        finally:
+            renewer.cancel()
+        try:
+            delivered = await self.provider.complete_activity(item.lock_token, completion)
+        except Exception:
+            log.exception("recording the result of activity %s for %s failed; it will run again",
+                          task.name, task.instance_id)
+            await self._abandon_quietly(self.provider.abandon_activity(item.lock_token, self.options.error_backoff))
+            return
+        if not delivered:
+            log.warning("activity %s for %s lost its lock; its result was discarded (it runs again)",
+                        task.name, task.instance_id)
+            return
+        if self.hints is not None:
+            try:
+                await self.hints.orchestrations_ready(None)
+            except Exception:
+                log.warning("sending a wake-up hint failed", exc_info=True)
+
+    async def _run_activity(self, item: ActivityItem) -> OrchestratorMessage:
+        task = item.task
+
+        def outcome(kind: MessageKind, *, data: Any = None, error: ErrorInfo | None = None) -> OrchestratorMessage:
+            return OrchestratorMessage(
+                kind=kind,
+                instance_id=task.instance_id,
+                execution_id=task.execution_id,
+                corr_id=task.corr_id,
+                name=task.name,
+                data=data,
+                error=error.to_dict() if error else None,
+            )
+
+        if item.dequeue_count > self.options.max_dequeue_count:
+            return outcome(
+                MessageKind.ACTIVITY_FAILED,
+                error=ErrorInfo(
+                    ErrorCategory.INFRASTRUCTURE,
+                    "PoisonMessage",
+                    f"activity {task.name!r} was delivered {item.dequeue_count} times without completing",
+                ),
+            )
+        registered = self.registry.get_activity(task.name)
+        if registered is None:
+            return outcome(
+                MessageKind.ACTIVITY_FAILED,
+                error=ErrorInfo(
+                    ErrorCategory.CONFIGURATION,
+                    "UnknownActivity",
+                    f"activity {task.name!r} is not registered with this runtime "
+                    f"(registered: {', '.join(self.registry.activity_names()) or 'none'})",
+                ),
+            )
+        ctx = ActivityContext(
+            instance_id=task.instance_id,
+            execution_id=task.execution_id,
+            activity_name=task.name,
+            corr_id=task.corr_id,
+            attempt=item.dequeue_count,
+            logger=logging.LoggerAdapter(
+                logging.getLogger(f"durable_engine.activity.{task.name}"),
+                {"instance_id": task.instance_id, "activity": task.name},
+            ),
+        )
+        try:
+            if registered.is_async:
+                result = await registered.fn(ctx, task.input)
+            else:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._threads, registered.fn, ctx, task.input)
+            ensure_json(result, f"the result of activity {task.name!r}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return outcome(MessageKind.ACTIVITY_FAILED, error=ErrorInfo.from_exception(exc))
+        return outcome(MessageKind.ACTIVITY_COMPLETED, data=result)
+
+    async def _renew_while_running(self, item: ActivityItem) -> None:
+        interval = self.options.renewal_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await self.provider.renew_activity_lock(item.lock_token, self.options.activity_lock_timeout):
+                    log.warning("activity %s for %s lost its lock while running",
+                                item.task.name, item.task.instance_id)
+                    return
+            except Exception:
+                log.warning("renewing an activity lock failed; will retry", exc_info=True)
+
+    @staticmethod
+    async def _abandon_quietly(call: Awaitable[None]) -> None:
+        try:
+            await asyncio.shield(call)
+        except Exception:
+            log.warning("abandoning a locked item failed; its lock will expire", exc_info=True)

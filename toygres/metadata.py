@@ -1,0 +1,442 @@
+"""The metadata (CMS) repository: instances and their health checks, in PostgreSQL.
+
+Every write is idempotent because activities run at least once: creating an instance with an id
+that exists returns the row, a state change that already happened returns the row unchanged, and
+"set" methods write the same values again without touching ``updated_at`` (the table trigger only
+moves it when a row really changes). State changes are compare-and-set: they apply only from the
+expected states, so a late or replayed activity cannot move an instance backwards.
+
+SQL is parameterised; the schema name is composed with ``psycopg.sql.Identifier``.
+
+The repository works over an ``AsyncConnectionPool`` (services) or a single ``AsyncConnection``
+(scripts, tests). A single connection is used by one call at a time; give it ``autocommit=True``
+so each call is its own transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import errors, sql
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from toygres.models import (
+    DeploymentConfig,
+    HealthCheckRecord,
+    HealthCheckResult,
+    InstanceMetadata,
+    InstanceState,
+    ListInstancesResponse,
+    allowed_predecessors,
+)
+
+__all__ = [
+    "DuplicateInstanceName",
+    "InstanceNotFound",
+    "InvalidCursor",
+    "InvalidStateTransition",
+    "MetadataError",
+    "MetadataRepository",
+]
+
+MAX_PAGE_SIZE = 500
+
+
+class MetadataError(Exception):
+    """Base class of the repository's errors."""
+
+
+class DuplicateInstanceName(MetadataError):
+    """Another instance that is not deleted already has this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"an instance named {name!r} already exists")
+        self.name = name
+
+
+class InstanceNotFound(MetadataError):
+    def __init__(self, instance_id: UUID) -> None:
+        super().__init__(f"instance {instance_id} not found")
+        self.instance_id = instance_id
+
+
+class InvalidStateTransition(MetadataError):
+    """The instance is in a state from which the requested change is not allowed."""
+
+    def __init__(self, instance_id: UUID, current: InstanceState, target: InstanceState) -> None:
+        super().__init__(f"instance {instance_id} is {current.value}; cannot move it to {target.value}")
+        self.instance_id = instance_id
+        self.current = current
+        self.target = target
+
+
+class InvalidCursor(MetadataError, ValueError):
+    def __init__(self) -> None:
+        super().__init__("cursor is not valid: pass the next_cursor of a previous page")
+
+
+def encode_cursor(created_at: datetime, instance_id: UUID) -> str:
+    """Opaque page cursor: the sort key of the last item of a page."""
+    raw = json.dumps({"t": created_at.isoformat(), "i": str(instance_id)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        created_at = datetime.fromisoformat(data["t"])
+        if created_at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return created_at, UUID(data["i"])
+    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
+        raise InvalidCursor() from None
+
+
+def _instance(row: DictRow) -> InstanceMetadata:
+    return InstanceMetadata.model_validate(row)
+
+
+class MetadataRepository:
+    """Async access to the CMS tables in ``schema`` (created by ``toygres.db.migrate_cms``)."""
+
+    def __init__(
+        self,
+        source: AsyncConnectionPool[Any] | psycopg.AsyncConnection[Any],
+        *,
+        schema: str = "toygres",
+    ) -> None:
+        self._source = source
+        self._lock = asyncio.Lock()
+        self.schema = schema
+        self._instances = sql.Identifier(schema, "instances")
+        self._checks = sql.Identifier(schema, "health_checks")
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _cursor(self) -> AsyncIterator[psycopg.AsyncCursor[DictRow]]:
+        """A dict-row cursor inside one transaction (committed on success, rolled back on error)."""
+        if isinstance(self._source, AsyncConnectionPool):
+            async with self._source.connection() as conn:
+                async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                    yield cur
+        else:
+            conn = self._source
+            async with self._lock:
+                async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                    yield cur
+
+    def _q(self, template: str) -> sql.Composed:
+        return sql.SQL(template).format(instances=self._instances, checks=self._checks)
+
+    async def _fetch_instance(self, cur: psycopg.AsyncCursor[DictRow], instance_id: UUID) -> InstanceMetadata:
+        await cur.execute(self._q("SELECT * FROM {instances} WHERE id = %s"), (instance_id,))
+        row = await cur.fetchone()
+        if row is None:
+            raise InstanceNotFound(instance_id)
+        return _instance(row)
+
+    async def _update_returning(self, template: str, params: dict[str, Any]) -> InstanceMetadata:
+        async with self._cursor() as cur:
+            await cur.execute(self._q(template), params)
+            row = await cur.fetchone()
+        if row is None:
+            raise InstanceNotFound(params["id"])
+        return _instance(row)
+
+    # -- instances ----------------------------------------------------------------------------
+
+    async def create_instance(
+        self, config: DeploymentConfig, *, create_orchestration_id: str | None = None
+    ) -> InstanceMetadata:
+        """Record a new instance in state ``creating``.
+
+        Repeating the call with the same ``config.instance_id`` returns the existing row.
+        Raises ``DuplicateInstanceName`` while another non-deleted instance has the name.
+        """
+        params = {
+            "id": config.instance_id,
+            "name": config.name,
+            "k8s_name": config.k8s_name,
+            "runtime": config.runtime.value,
+            "postgres_version": config.postgres_version,
+            "image": config.image,
+            "storage_size": config.storage_size,
+            "storage_class": config.storage_class,
+            "resources": Jsonb(config.resources.model_dump(mode="json")),
+            "service_type": config.service_type.value,
+            "k8s_namespace": config.namespace,
+            "password_ref": Jsonb(config.password_ref.model_dump(mode="json")),
+            "database": config.database,
+            "username": config.username,
+            "create_orchestration_id": create_orchestration_id,
+        }
+        columns = list(params)
+        query = sql.SQL(
+            "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING RETURNING *"
+        ).format(
+            table=self._instances,
+            columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+            values=sql.SQL(", ").join(sql.Placeholder(c) for c in columns),
+        )
+        try:
+            async with self._cursor() as cur:
+                await cur.execute(query, params)
+                row = await cur.fetchone()
+                if row is None:  # the id exists: a retried call
+                    existing = await self._fetch_instance(cur, config.instance_id)
+                    if existing.name != config.name or existing.k8s_name != config.k8s_name:
+                        raise MetadataError(
+                            f"instance id {config.instance_id} is already used by instance {existing.name!r}"
+                        )
+                    return existing
+                return _instance(row)
+        except errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == "instances_name_live_key":
+                raise DuplicateInstanceName(config.name) from None
+            raise MetadataError(f"instance {config.name!r} conflicts with an existing instance") from exc
+
+    async def get_instance(self, instance_id: UUID) -> InstanceMetadata | None:
+        async with self._cursor() as cur:
+            await cur.execute(self._q("SELECT * FROM {instances} WHERE id = %s"), (instance_id,))
+            row = await cur.fetchone()
+        return None if row is None else _instance(row)
+
+    async def get_instance_by_name(self, name: str) -> InstanceMetadata | None:
+        """The non-deleted instance with this user-facing name, if any."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q("SELECT * FROM {instances} WHERE name = %s AND deleted_at IS NULL"), (name,)
+            )
+            row = await cur.fetchone()
+        return None if row is None else _instance(row)
+
+    async def get_instance_by_operation_id(self, operation_id: str) -> InstanceMetadata | None:
+        """The instance whose create or delete orchestration has this id."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q(
+                    "SELECT * FROM {instances} WHERE create_orchestration_id = %(op)s "
+                    "UNION ALL SELECT * FROM {instances} WHERE delete_orchestration_id = %(op)s LIMIT 1"
+                ),
+                {"op": operation_id},
+            )
+            row = await cur.fetchone()
+        return None if row is None else _instance(row)
+
+    async def list_instances(
+        self,
+        state: InstanceState | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        *,
+        include_deleted: bool = False,
+    ) -> ListInstancesResponse:
+        """Newest first, keyset-paginated on (created_at, id): pages stay stable under inserts.
+
+        Deleted instances are left out unless ``include_deleted`` or ``state=deleted``.
+        """
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        conditions: list[sql.Composable] = [sql.SQL("TRUE")]
+        params: dict[str, Any] = {"limit": limit + 1}
+        if state is not None:
+            conditions.append(sql.SQL("state::text = %(state)s"))
+            params["state"] = state.value
+        elif not include_deleted:
+            conditions.append(sql.SQL("deleted_at IS NULL"))
+        if cursor is not None:
+            params["c_at"], params["c_id"] = decode_cursor(cursor)
+            conditions.append(sql.SQL("(created_at, id) < (%(c_at)s, %(c_id)s)"))
+        query = sql.SQL(
+            "SELECT * FROM {table} WHERE {where} ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
+        ).format(table=self._instances, where=sql.SQL(" AND ").join(conditions))
+        async with self._cursor() as cur:
+            await cur.execute(query, params)
+            rows = await cur.fetchall()
+        items = [_instance(r) for r in rows[:limit]]
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+        return ListInstancesResponse(items=items, next_cursor=next_cursor)
+
+    async def list_running_instances(self) -> list[InstanceMetadata]:
+        """Every instance in state ``running`` (the reconciler checks each has a live monitor)."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q("SELECT * FROM {instances} WHERE state = 'running' ORDER BY created_at, id")
+            )
+            rows = await cur.fetchall()
+        return [_instance(r) for r in rows]
+
+    async def update_state(
+        self,
+        instance_id: UUID,
+        state: InstanceState,
+        *,
+        reason: str | None = None,
+        expected_from: Iterable[InstanceState] | None = None,
+    ) -> InstanceMetadata:
+        """Compare-and-set the state; returns the instance as it is afterwards.
+
+        The change applies only if the current state is in ``expected_from`` (default: the states
+        ``ALLOWED_TRANSITIONS`` lets reach ``state``); ``deleted`` is never left. If the instance is
+        already in ``state`` nothing is written and the row is returned, so a retried activity is
+        harmless. Otherwise raises ``InvalidStateTransition`` (or ``InstanceNotFound``). ``reason``
+        is stored as the failure reason; moving to ``deleted`` stamps ``deleted_at``, which frees
+        the name.
+        """
+        sources = frozenset(expected_from) if expected_from is not None else allowed_predecessors(state)
+        sources -= {InstanceState.DELETED}  # terminal, whatever the caller expects
+        params = {
+            "id": instance_id,
+            "state": state.value,
+            "target": state.value,
+            "reason": reason,
+            "deleting": state is InstanceState.DELETED,
+            "sources": sorted(s.value for s in sources),
+        }
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q(
+                    "UPDATE {instances} SET state = %(state)s,"
+                    " failure_reason = COALESCE(%(reason)s::text, failure_reason),"
+                    " deleted_at = CASE WHEN %(deleting)s THEN COALESCE(deleted_at, now()) ELSE NULL END"
+                    " WHERE id = %(id)s AND state::text <> %(target)s::text"
+                    " AND state::text = ANY(%(sources)s::text[])"
+                    " RETURNING *"
+                ),
+                params,
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                return _instance(row)
+            current = await self._fetch_instance(cur, instance_id)
+        if current.state is state:
+            return current
+        raise InvalidStateTransition(instance_id, current.state, state)
+
+    async def mark_deleted(self, instance_id: UUID) -> InstanceMetadata:
+        """Move the instance to ``deleted`` from any state (idempotent); its name becomes free."""
+        return await self.update_state(
+            instance_id, InstanceState.DELETED, expected_from=set(InstanceState) - {InstanceState.DELETED}
+        )
+
+    async def set_connection_info(
+        self,
+        instance_id: UUID,
+        *,
+        host: str,
+        port: int,
+        database: str | None = None,
+        username: str | None = None,
+    ) -> InstanceMetadata:
+        """Record where the instance answers (no password: it stays behind ``password_ref``)."""
+        return await self._update_returning(
+            "UPDATE {instances} SET host = %(host)s, port = %(port)s,"
+            " database = COALESCE(%(database)s::text, database),"
+            " username = COALESCE(%(username)s::text, username)"
+            " WHERE id = %(id)s RETURNING *",
+            {"id": instance_id, "host": host, "port": port, "database": database, "username": username},
+        )
+
+    async def set_health_monitor_id(
+        self, instance_id: UUID, orchestration_id: str | None
+    ) -> InstanceMetadata:
+        return await self._update_returning(
+            "UPDATE {instances} SET health_monitor_id = %(op)s WHERE id = %(id)s RETURNING *",
+            {"id": instance_id, "op": orchestration_id},
+        )
+
+    async def set_create_orchestration_id(self, instance_id: UUID, orchestration_id: str) -> InstanceMetadata:
+        return await self._update_returning(
+            "UPDATE {instances} SET create_orchestration_id = %(op)s WHERE id = %(id)s RETURNING *",
+            {"id": instance_id, "op": orchestration_id},
+        )
+
+    async def set_delete_orchestration_id(self, instance_id: UUID, orchestration_id: str) -> InstanceMetadata:
+        return await self._update_returning(
+            "UPDATE {instances} SET delete_orchestration_id = %(op)s WHERE id = %(id)s RETURNING *",
+            {"id": instance_id, "op": orchestration_id},
+        )
+
+    # -- health checks ------------------------------------------------------------------------
+
+    async def record_health_check(self, instance_id: UUID, result: HealthCheckResult) -> HealthCheckRecord:
+        """Store one probe and update the instance's last-health fields, in one transaction.
+
+        Recording the same probe (same ``checked_at``) again is a no-op returning the stored row;
+        an older probe arriving late is stored but does not overwrite newer last-health fields.
+        """
+        params = {
+            "instance_id": instance_id,
+            "checked_at": result.checked_at,
+            "status": result.status.value,
+            "latency_ms": result.latency_ms,
+            "server_version": result.server_version,
+            "message": result.message,
+        }
+        try:
+            async with self._cursor() as cur:
+                await cur.execute(
+                    self._q(
+                        "INSERT INTO {checks} (instance_id, checked_at, status, latency_ms, server_version,"
+                        " message) VALUES (%(instance_id)s, %(checked_at)s, %(status)s, %(latency_ms)s,"
+                        " %(server_version)s, %(message)s)"
+                        " ON CONFLICT (instance_id, checked_at) DO NOTHING RETURNING *"
+                    ),
+                    params,
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    await cur.execute(
+                        self._q(
+                            "SELECT * FROM {checks} WHERE instance_id = %(instance_id)s"
+                            " AND checked_at = %(checked_at)s"
+                        ),
+                        params,
+                    )
+                    row = await cur.fetchone()
+                    assert row is not None
+                    return HealthCheckRecord.model_validate(row)
+                await cur.execute(
+                    self._q(
+                        "UPDATE {instances} SET health_status = %(status)s,"
+                        " last_health_check_at = %(checked_at)s, last_health_message = %(message)s,"
+                        " last_health_latency_ms = %(latency_ms)s"
+                        " WHERE id = %(instance_id)s"
+                        " AND (last_health_check_at IS NULL OR last_health_check_at <= %(checked_at)s)"
+                    ),
+                    params,
+                )
+                return HealthCheckRecord.model_validate(row)
+        except errors.ForeignKeyViolation:
+            raise InstanceNotFound(instance_id) from None
+
+    async def list_health_checks(self, instance_id: UUID, limit: int = 20) -> list[HealthCheckRecord]:
+        """The latest ``limit`` checks of an instance, newest first."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q("SELECT * FROM {checks} WHERE instance_id = %s ORDER BY checked_at DESC LIMIT %s"),
+                (instance_id, limit),
+            )
+            rows = await cur.fetchall()
+        return [HealthCheckRecord.model_validate(r) for r in rows]
+
+    async def prune_health_checks(self, older_than: datetime) -> int:
+        """Retention: delete checks taken before ``older_than``; returns how many went."""
+        async with self._cursor() as cur:
+            await cur.execute(self._q("DELETE FROM {checks} WHERE checked_at < %s"), (older_than,))
+            return cur.rowcount

@@ -1,0 +1,286 @@
+"""Instances as StatefulSets on a Kubernetes cluster (AKS or any kubeconfig).
+
+Idempotency: Service and StatefulSet are applied with server-side apply
+(``application/apply-patch+yaml``, field manager ``toygres``, ``force``), so a
+re-run of ``deploy`` converges to the same objects and, when nothing changed,
+the API server records no write (no new resourceVersion). The Secret is
+created only when missing: the server's data directory is initialised with the
+first password, so a retried deploy must never rotate it.
+
+Errors from the API server are mapped to :class:`DeployError` whose
+``retryable`` flag the activity layer turns into a retry or a failure.
+
+Test/dev override: when the Service carries the annotation
+``standin.toygres.io/host-port`` (``host:port``) that address is used as the
+endpoint. The Kubernetes API stand-in used in tests sets it to where it runs
+the "pod's" PostgreSQL; a real cluster never sets it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, V1Namespace, V1Secret
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config import ConfigException
+
+from toygres.runtimes import manifests
+from toygres.runtimes.base import DeployError, Endpoint, InstanceNotFound, InstanceSpec, RuntimeStatus
+
+HOST_PORT_ANNOTATION = "standin.toygres.io/host-port"
+APPLY_PATCH_CONTENT_TYPE = "application/apply-patch+yaml"
+
+T = TypeVar("T")
+
+
+def _api_message(exc: ApiException) -> str:
+    """The human message from a Kubernetes ``Status`` body, falling back to the HTTP reason."""
+    try:
+        body = json.loads(exc.body or "")
+        if isinstance(body, dict) and body.get("message"):
+            return str(body["message"])
+    except ValueError:
+        pass
+    return str(exc.reason or "")
+
+
+def _is_retryable_status(status: int | None) -> bool:
+    return status is None or status >= 500 or status in (401, 408, 429)
+
+
+class KubernetesRuntime:
+    """An :class:`~toygres.runtimes.base.InstanceRuntime` running each instance as a StatefulSet."""
+
+    kind = "kubernetes"
+
+    def __init__(
+        self,
+        api_client_factory: Callable[[], ApiClient],
+        namespace: str = "toygres",
+        *,
+        image_repository: str = "postgres",
+        field_manager: str = "toygres",
+        request_timeout: float = 30.0,
+        manage_namespace: bool = True,
+    ) -> None:
+        """``api_client_factory`` is called for every operation so credentials can rotate
+        (see :mod:`toygres.runtimes.aks_credentials`); ``manage_namespace=False`` skips
+        creating the namespace when the identity may only act inside it."""
+        self.api_client_factory = api_client_factory
+        self.namespace = namespace
+        self.image_repository = image_repository
+        self.field_manager = field_manager
+        self.request_timeout = request_timeout
+        self.manage_namespace = manage_namespace
+        self._namespace_ready = False
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _apis(self) -> tuple[CoreV1Api, AppsV1Api]:
+        client = self.api_client_factory()
+        return CoreV1Api(client), AppsV1Api(client)
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one API call, translating transport and API failures into :class:`DeployError`."""
+        try:
+            return fn()
+        except ApiException as exc:
+            if exc.status == 401:
+                invalidate = getattr(self.api_client_factory, "invalidate", None)
+                if callable(invalidate):
+                    invalidate()  # stale token: the retry will fetch fresh credentials
+            raise DeployError(f"{what}: {exc.status} {_api_message(exc)}",
+                              retryable=_is_retryable_status(exc.status), status=exc.status) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise DeployError(f"{what}: cannot reach the Kubernetes API: {type(exc).__name__}",
+                              retryable=True) from None
+        except ConfigException as exc:
+            raise DeployError(f"{what}: bad Kubernetes client configuration: {exc}",
+                              retryable=False) from None
+
+    def _ignore_404(self, what: str, fn: Callable[[], T]) -> T | None:
+        try:
+            return self._call(what, fn)
+        except DeployError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _password_ref(self, spec: InstanceSpec) -> str:
+        secret = manifests.object_names(spec).secret
+        return f"k8s-secret:{self.namespace}/{secret}#{manifests.SECRET_PASSWORD_KEY}"
+
+    # ------------------------------------------------------------------ deploy
+
+    def _ensure_namespace(self, core: CoreV1Api) -> None:
+        if self._namespace_ready or not self.manage_namespace:
+            return
+        ns = self.namespace
+        try:
+            self._call(f"read namespace {ns}",
+                       lambda: core.read_namespace(ns, _request_timeout=self.request_timeout))
+        except DeployError as exc:
+            if exc.status == 403:
+                # Namespace-scoped identity: it cannot see namespaces, so assume the operator made it.
+                self._namespace_ready = True
+                return
+            if exc.status != 404:
+                raise
+            try:
+                body = V1Namespace.model_validate(manifests.namespace_manifest(ns))
+                self._call(f"create namespace {ns}",
+                           lambda: core.create_namespace(body, _request_timeout=self.request_timeout))
+            except DeployError as create_exc:
+                if create_exc.status != 409:
+                    raise
+        self._namespace_ready = True
+
+    def _ensure_secret(self, core: CoreV1Api, spec: InstanceSpec, password: str) -> None:
+        name = manifests.object_names(spec).secret
+        ns = self.namespace
+        existing = self._ignore_404(f"read secret {ns}/{name}", lambda: core.read_namespaced_secret(
+            name, ns, _request_timeout=self.request_timeout))
+        if existing is None:
+            body = V1Secret.model_validate(manifests.secret_manifest(spec, ns, password))
+            try:
+                self._call(f"create secret {ns}/{name}", lambda: core.create_namespaced_secret(
+                    ns, body, _request_timeout=self.request_timeout))
+            except DeployError as exc:
+                if exc.status != 409:  # 409: a concurrent attempt created it first; keep that one
+                    raise
+            return
+        existing_labels = (existing.metadata.labels if existing.metadata else None) or {}
+        owner = existing_labels.get(manifests.INSTANCE_ID_LABEL)
+        if owner != spec.instance_id:
+            raise DeployError(f"secret {ns}/{name} exists and belongs to instance {owner!r}, "
+                              f"not {spec.instance_id!r}", retryable=False, status=409)
+
+    def deploy(self, spec: InstanceSpec, password: str) -> str:
+        core, apps = self._apis()
+        ns = self.namespace
+        names = manifests.object_names(spec)
+        self._ensure_namespace(core)
+        self._ensure_secret(core, spec, password)
+        apply: dict[str, Any] = {"field_manager": self.field_manager, "force": True,
+                                 "_content_type": APPLY_PATCH_CONTENT_TYPE,
+                                 "_request_timeout": self.request_timeout}
+        service = manifests.service_manifest(spec, ns)
+        self._call(f"apply service {ns}/{names.service}",
+                   lambda: core.patch_namespaced_service(names.service, ns, service, **apply))
+        statefulset = manifests.statefulset_manifest(spec, ns, image_repository=self.image_repository)
+        self._call(f"apply statefulset {ns}/{names.statefulset}",
+                   lambda: apps.patch_namespaced_stateful_set(names.statefulset, ns, statefulset, **apply))
+        return self._password_ref(spec)
+
+    # ------------------------------------------------------------------ status
+
+    def _endpoint(self, service: Any) -> Endpoint | None:
+        annotations = service.metadata.annotations or {}
+        override = annotations.get(HOST_PORT_ANNOTATION)
+        if override:
+            host, _, port = str(override).rpartition(":")
+            return Endpoint(host.strip("[]"), int(port))
+        if service.spec.type == "LoadBalancer":
+            lb = service.status.load_balancer if service.status else None
+            for ingress in (lb.ingress if lb else None) or []:
+                if ingress.ip or ingress.hostname:
+                    return Endpoint(ingress.ip or ingress.hostname, manifests.POSTGRES_PORT)
+            return None
+        name = service.metadata.name
+        return Endpoint(f"{name}.{self.namespace}.svc.cluster.local", manifests.POSTGRES_PORT)
+
+    def status(self, spec: InstanceSpec) -> RuntimeStatus:
+        core, apps = self._apis()
+        ns = self.namespace
+        names = manifests.object_names(spec)
+        timeout = self.request_timeout
+        sts = self._ignore_404(
+            f"read statefulset {ns}/{names.statefulset}",
+            lambda: apps.read_namespaced_stateful_set(names.statefulset, ns, _request_timeout=timeout))
+        if sts is None:
+            return RuntimeStatus(exists=False, ready=False, phase="NotFound",
+                                 message=f"statefulset {ns}/{names.statefulset} not found")
+        service = self._ignore_404(f"read service {ns}/{names.service}", lambda: core.read_namespaced_service(
+            names.service, ns, _request_timeout=self.request_timeout))
+        endpoint = self._endpoint(service) if service is not None else None
+        pod = self._ignore_404(f"read pod {ns}/{names.pod}", lambda: core.read_namespaced_pod(
+            names.pod, ns, _request_timeout=self.request_timeout))
+        if pod is None:
+            return RuntimeStatus(exists=True, ready=False, phase="Pending",
+                                 message=f"pod {names.pod} not created yet", endpoint=endpoint)
+        pod_status = pod.status
+        phase = str(pod_status.phase or "Pending") if pod_status else "Pending"
+        conditions = (pod_status.conditions if pod_status else None) or []
+        pod_ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+        if pod.metadata is not None and pod.metadata.deletion_timestamp is not None:
+            pod_ready, phase = False, "Terminating"
+        message = self._pod_message(pod, pod_ready)
+        if pod_ready and service is None:
+            message = f"service {names.service} not found"
+        elif pod_ready and endpoint is None:
+            message = "waiting for the load balancer address"
+        return RuntimeStatus(exists=True, ready=pod_ready and endpoint is not None, phase=phase,
+                             message=message, endpoint=endpoint)
+
+    @staticmethod
+    def _pod_message(pod: Any, ready: bool) -> str:
+        if ready:
+            return "pod ready"
+        for cs in (pod.status.container_statuses if pod.status else None) or []:
+            waiting = cs.state.waiting if cs.state else None
+            if waiting is not None and waiting.reason:
+                return f"{waiting.reason}: {waiting.message or ''}".rstrip(": ")
+        return "pod not ready"
+
+    # ------------------------------------------------------------------ delete
+
+    def delete(self, spec: InstanceSpec) -> bool:
+        core, apps = self._apis()
+        ns = self.namespace
+        names = manifests.object_names(spec)
+        timeout = self.request_timeout
+        removed = [
+            self._ignore_404(
+                f"delete statefulset {ns}/{names.statefulset}",
+                lambda: apps.delete_namespaced_stateful_set(
+                    names.statefulset, ns, propagation_policy="Background", _request_timeout=timeout)),
+            self._ignore_404(f"delete service {ns}/{names.service}", lambda: core.delete_namespaced_service(
+                names.service, ns, _request_timeout=timeout)),
+            self._ignore_404(f"delete secret {ns}/{names.secret}", lambda: core.delete_namespaced_secret(
+                names.secret, ns, _request_timeout=timeout)),
+        ]
+        selector = manifests.instance_label_selector(spec)
+        pvcs = self._call(f"list pvcs {ns} {selector}", lambda: core.list_namespaced_persistent_volume_claim(
+            ns, label_selector=selector, _request_timeout=timeout))
+        for pvc in pvcs.items or []:
+            if pvc.metadata is not None and pvc.metadata.name:
+                removed.append(self._delete_pvc(core, pvc.metadata.name))
+        return any(r is not None for r in removed)
+
+    def _delete_pvc(self, core: CoreV1Api, name: str) -> object | None:
+        ns = self.namespace
+        return self._ignore_404(
+            f"delete pvc {ns}/{name}",
+            lambda: core.delete_namespaced_persistent_volume_claim(
+                name, ns, _request_timeout=self.request_timeout))
+
+    # ------------------------------------------------------------------ secrets / metadata
+
+    def read_password(self, spec: InstanceSpec) -> str:
+        core, _ = self._apis()
+        ns = self.namespace
+        name = manifests.object_names(spec).secret
+        secret = self._ignore_404(f"read secret {ns}/{name}", lambda: core.read_namespaced_secret(
+            name, ns, _request_timeout=self.request_timeout))
+        encoded = (secret.data or {}).get(manifests.SECRET_PASSWORD_KEY) if secret is not None else None
+        if encoded is None:
+            raise InstanceNotFound(f"no password in secret {ns}/{name}")
+        return base64.b64decode(encoded).decode("utf-8")
+
+    def describe(self, spec: InstanceSpec) -> dict[str, Any]:
+        return {"runtime": self.kind, "namespace": self.namespace,
+                **manifests.object_names(spec).as_dict(), "password_ref": self._password_ref(spec)}
