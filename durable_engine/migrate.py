@@ -27,7 +27,7 @@ import hashlib
 import pathlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from typing import Any
 
@@ -50,7 +50,7 @@ class Migration:
 
     version: int
     name: str
-    sql: str
+    sql: str = field(repr=False)
     checksum: str
 
     @property

@@ -157,8 +157,7 @@ class EmbeddedPostgres:
 
     def start(self, timeout: float = 30.0) -> None:
         """Initialise the cluster if needed and start it; a running server is left alone."""
-        running = self.pid
-        if running is not None:
+        if self.pid is not None:
             recorded = self._pidfile_port()
             if recorded is not None:
                 self.port = recorded

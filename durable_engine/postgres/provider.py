@@ -230,7 +230,12 @@ class PostgresProvider:
             "tasks": [{"instance_id": t.instance_id, "payload": t.to_dict()} for t in commit.activity_tasks],
             "new_instances": [_new_instance_json(n) for n in commit.new_instances],
         }
-        ok = await self._scalar("SELECT commit_turn(%s, %s)", (lock_token, Jsonb(payload)))
+        try:
+            ok = await self._scalar("SELECT commit_turn(%s, %s)", (lock_token, Jsonb(payload)))
+        except psycopg.errors.UniqueViolation as exc:
+            raise ValueError(
+                f"duplicate history event id in commit for {commit.instance_id!r}; nothing was applied"
+            ) from exc
         if not ok:
             raise LockLostError(
                 f"lock on orchestration instance {commit.instance_id!r} was lost before the turn committed"
@@ -342,23 +347,13 @@ class PostgresProvider:
         return int(count or 0)
 
     # --- wake-ups -------------------------------------------------------------------------
-    async def _next_visible(self, queue: Queue) -> datetime | None:
-        if queue == "orchestrator":
-            query = (
-                "SELECT least((SELECT min(visible_at) FROM orchestrator_queue WHERE visible_at > now()),"
-                " (SELECT min(locked_until) FROM instance_locks WHERE locked_until > now()))"
-            )
-        else:
-            query = "SELECT min(visible_at) FROM activity_queue WHERE visible_at > now()"
-        return cast(datetime | None, await self._scalar(query))
-
     async def wait_for_work(self, queue: Queue, timeout: float) -> None:  # noqa: ASYNC109 - protocol
+        # capture the event before asking the database, so a NOTIFY racing the query still wakes us
         event = self._listener.current(queue)
         budget = max(0.0, min(timeout, _MAX_IDLE_SLEEP))
-        next_visible = await self._next_visible(queue)
-        if next_visible is not None:
-            until_visible = (next_visible - self.now()).total_seconds() + 0.005
-            budget = max(0.0, min(budget, until_visible))
+        until_work = await self._scalar("SELECT seconds_until_work(%s)", (queue,))
+        if until_work is not None:
+            budget = min(budget, max(0.0, float(until_work) + 0.002))
         if event.is_set() or budget <= 0:
             return
         try:

@@ -148,13 +148,22 @@ class Controller:
     # -- fault switches ------------------------------------------------------------------------
     def kill_pod(self, namespace: str, pod: str) -> None:
         backend = self._backend(namespace, pod)
-        pg = backend.pg
-        if pg is not None:
-            pg.kill()
         with self.lock:
-            backend.state, backend.ready = "crashed", False
+            if backend.busy:
+                raise RuntimeError(f"pod {namespace}/{pod} is starting or stopping; wait until it is Ready")
+            # busy keeps the reconcile loop from restarting it while the kill is in flight
+            backend.busy, backend.state, backend.ready = True, "crashed", False
             backend.message = "killed by the stand-in (SIGKILL)"
-            backend.restart_at = None if backend.held else time.monotonic() + self.restart_delay
+        try:
+            if backend.pg is not None:
+                backend.pg.kill()
+        finally:
+            with self.lock:
+                backend.busy = False
+                backend.restart_at = None if backend.held else time.monotonic() + self.restart_delay
+                stop = backend.stop_requested
+            if stop:
+                self._request_stop_after_busy(backend)
         self.wake()
 
     def hold_down(self, namespace: str, pod: str, held: bool = True) -> None:
@@ -493,6 +502,13 @@ class Controller:
                 return
             backend.stop_requested = True
             if backend.busy:
+                return
+            backend.busy = True
+        self._spawn(self._stop_worker, backend)
+
+    def _request_stop_after_busy(self, backend: Backend) -> None:
+        with self.lock:
+            if backend.busy or backend.state in ("stopping", "stopped"):
                 return
             backend.busy = True
         self._spawn(self._stop_worker, backend)

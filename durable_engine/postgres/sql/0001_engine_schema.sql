@@ -374,6 +374,8 @@ $$;
 
 
 -- Delete instances (terminal only) with everything that belongs to them; returns the count.
+-- Lock rows go first: commit_turn and abandon take the instance lock row before touching
+-- messages or the instance row, so taking it first too keeps the lock order acyclic.
 CREATE FUNCTION purge_instances(p_ids text[]) RETURNS integer
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
@@ -381,9 +383,16 @@ AS $$
 DECLARE
     v_ids text[];
 BEGIN
+    SELECT coalesce(array_agg(instance_id), '{}') INTO v_ids
+    FROM instances
+    WHERE instance_id = ANY (p_ids) AND status IN ('Completed', 'Failed', 'Cancelled');
+    IF cardinality(v_ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    DELETE FROM instance_locks WHERE instance_id = ANY (v_ids);
     WITH d AS (
         DELETE FROM instances
-        WHERE instance_id = ANY (p_ids) AND status IN ('Completed', 'Failed', 'Cancelled')
+        WHERE instance_id = ANY (v_ids) AND status IN ('Completed', 'Failed', 'Cancelled')
         RETURNING instance_id
     )
     SELECT coalesce(array_agg(instance_id), '{}') INTO v_ids FROM d;
@@ -393,8 +402,24 @@ BEGIN
     DELETE FROM history WHERE instance_id = ANY (v_ids);
     DELETE FROM orchestrator_queue WHERE instance_id = ANY (v_ids);
     DELETE FROM activity_queue WHERE instance_id = ANY (v_ids);
-    DELETE FROM instance_locks WHERE instance_id = ANY (v_ids);
     PERFORM pg_notify(notify_channel('status'), i) FROM unnest(v_ids) AS i;
     RETURN cardinality(v_ids);
 END;
+$$;
+
+
+-- Seconds until the next message/task of a queue becomes fetchable (a delayed message or an
+-- expiring lock); NULL when nothing is scheduled. Computed on the server's clock, so an
+-- application host whose clock runs ahead never spins on "due" work that is not due yet.
+CREATE FUNCTION seconds_until_work(p_queue text) RETURNS double precision
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT
+AS $$
+    SELECT extract(epoch FROM (
+        CASE WHEN p_queue = 'orchestrator' THEN
+            least((SELECT min(visible_at) FROM orchestrator_queue WHERE visible_at > now()),
+                  (SELECT min(locked_until) FROM instance_locks WHERE locked_until > now()))
+        ELSE
+            (SELECT min(visible_at) FROM activity_queue WHERE visible_at > now())
+        END - now()))::double precision
 $$;

@@ -1,0 +1,76 @@
+"""A small harness over a provider: registry, client, runtimes, and 'run until done'.
+
+On the in-memory provider the clock is manual, so ``finish`` moves virtual time forward while
+it waits: a test with a 30-second timer takes milliseconds. On PostgreSQL time is real, so
+tests keep their timers well under a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from durable_engine import Client, InMemoryProvider, Registry, Runtime, RuntimeOptions
+from durable_engine.clock import ManualClock
+from durable_engine.provider import Provider
+from durable_engine.status import OrchestrationStatus
+
+
+@dataclass
+class Engine:
+    provider: Provider
+    registry: Registry = field(default_factory=Registry)
+    runtimes: list[Runtime] = field(default_factory=list)
+
+    @property
+    def client(self) -> Client:
+        return Client(self.provider)
+
+    @property
+    def manual_clock(self) -> ManualClock | None:
+        if isinstance(self.provider, InMemoryProvider) and isinstance(self.provider.clock, ManualClock):
+            return self.provider.clock
+        return None
+
+    async def start_runtime(self, **options: Any) -> Runtime:
+        opts = RuntimeOptions(idle_wait=0.5, **options)
+        runtime = Runtime(self.provider, self.registry, opts)
+        await runtime.start()
+        self.runtimes.append(runtime)
+        return runtime
+
+    async def stop_all(self) -> None:
+        for runtime in self.runtimes:
+            await runtime.shutdown(grace=2)
+        self.runtimes.clear()
+
+    async def tick(self, seconds: float = 0.25) -> None:
+        """Let a little time pass: virtual on the memory provider, real on PostgreSQL."""
+        clock = self.manual_clock
+        if clock is not None:
+            clock.advance(timedelta(seconds=seconds))
+            await asyncio.sleep(0.002)
+        else:
+            await asyncio.sleep(min(seconds, 0.05))
+
+    async def finish(self, instance_id: str, timeout: float = 30.0, step: float = 0.25) -> OrchestrationStatus:
+        """Wait (moving virtual time if any) until the instance reaches a terminal status."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await self.client.get_status(instance_id)
+            if status is not None and status.is_terminal:
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{instance_id} still {status.status if status else 'missing'}")
+            await self.tick(step)
+
+    async def until(self, predicate: Any, timeout: float = 30.0, step: float = 0.05) -> None:
+        """Wait until an async predicate holds (without moving virtual time much)."""
+        deadline = time.monotonic() + timeout
+        while not await predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError("condition not reached")
+            await self.tick(step)
