@@ -62,7 +62,9 @@ class Client:
         record = await self.provider.get_instance(instance_id)
         return to_status(record) if record else None
 
-    async def wait_for_completion(self, instance_id: str, timeout: float | timedelta = 60.0) -> OrchestrationStatus:
+    async def wait_for_completion(
+        self, instance_id: str, timeout: float | timedelta = 60.0
+    ) -> OrchestrationStatus:
         """Wait until the instance is Completed, Failed or Cancelled; TimeoutError otherwise."""
         deadline = time.monotonic() + _seconds(timeout)
         while True:
@@ -73,9 +75,9 @@ class Client:
                 return status
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(
-                    f"orchestration {instance_id!r} is still {status.status.value} after {_seconds(timeout)} s"
-                )
+                waited = _seconds(timeout)
+                state = status.status.value
+                raise TimeoutError(f"orchestration {instance_id!r} is still {state} after {waited} s")
             await self.provider.wait_for_instance_change(instance_id, min(left, 1.0))
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
@@ -121,9 +123,7 @@ class Client:
             raise InstanceNotFoundError(instance_id)
         return await self.provider.read_history(instance_id)
 
-    async def purge(
-        self, instance_id: str | None = None, *, completed_before: datetime | None = None
-    ) -> int:
+    async def purge(self, instance_id: str | None = None, *, completed_before: datetime | None = None) -> int:
         """Delete one finished instance, or every finished instance last updated before a cutoff."""
         if (instance_id is None) == (completed_before is None):
             raise InvalidInputError("purge takes either an instance_id or completed_before")
@@ -133,6 +133,8 @@ class Client:
         return await self.provider.purge_terminal_before(completed_before)
 
 
-async def wait_all(client: Client, instance_ids: list[str], timeout: float | timedelta) -> list[OrchestrationStatus]:
+async def wait_all(
+    client: Client, instance_ids: list[str], timeout: float | timedelta
+) -> list[OrchestrationStatus]:
     """Wait for several instances at once (benchmarks, tests)."""
     return list(await asyncio.gather(*(client.wait_for_completion(i, timeout) for i in instance_ids)))

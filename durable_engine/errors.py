@@ -98,12 +98,10 @@ class NonDeterminismError(DurableError):
     """Replay produced a different action than history recorded at the same position."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(
-            message, ErrorInfo(ErrorCategory.CONFIGURATION, "NonDeterminismError", message)
-        )
+        super().__init__(message, ErrorInfo(ErrorCategory.CONFIGURATION, "NonDeterminismError", message))
 
 
-class OrchestrationCancelled(DurableError):  # noqa: N818 - reads as an outcome, like asyncio.CancelledError
+class OrchestrationCancelled(DurableError):
     """Raised inside orchestration code never; used as the error type of a cancelled instance."""
 
 

@@ -166,8 +166,7 @@ class InMemoryProvider:
         history: list[HistoryEvent] = []
         if record is not None:
             history = [
-                HistoryEvent.from_dict(_copy(e))
-                for e in self._history.get((chosen, record.execution_id), [])
+                HistoryEvent.from_dict(_copy(e)) for e in self._history.get((chosen, record.execution_id), [])
             ]
         return OrchestrationItem(
             instance_id=chosen,

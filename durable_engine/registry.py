@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from .context import ActivityContext, OrchestrationContext
 
-OrchestrationFn = Callable[["OrchestrationContext", Any], Awaitable[Any]]
+OrchestrationFn = Callable[["OrchestrationContext", Any], Coroutine[Any, Any, Any]]
 ActivityFn = Callable[["ActivityContext", Any], Any]
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -159,7 +159,10 @@ class TurnExecutor:
             self._pump()
         if self._replaying:
             self._end_replay()
-        if self._fatal is not None and self.result.outcome.kind in (OutcomeKind.RUNNING, OutcomeKind.COMPLETED):
+        if self._fatal is not None and self.result.outcome.kind in (
+            OutcomeKind.RUNNING,
+            OutcomeKind.COMPLETED,
+        ):
             self._finish(Outcome(OutcomeKind.FAILED, error=self._fatal.error))
         if self._done and self.result.outcome.kind == OutcomeKind.CONTINUED:
             for queue in self._buffered.values():
@@ -190,7 +193,11 @@ class TurnExecutor:
             self.current_time = parse_time(event.timestamp)
         elif kind == EventKind.ORCHESTRATION_STARTED:
             self._start_main(event.data)
-        elif kind in (EventKind.ACTIVITY_COMPLETED, EventKind.TIMER_FIRED, EventKind.SUB_ORCHESTRATION_COMPLETED):
+        elif kind in (
+            EventKind.ACTIVITY_COMPLETED,
+            EventKind.TIMER_FIRED,
+            EventKind.SUB_ORCHESTRATION_COMPLETED,
+        ):
             pending = self._pending.pop(event.corr_id or 0, None)
             if pending is not None:
                 pending.future._resolve(event.data, self._next_seq())
@@ -240,7 +247,7 @@ class TurnExecutor:
             yielded = fiber.coro.send(None)
         except StopIteration as stop:
             self._fiber_finished(fiber, value=stop.value)
-        except BaseException as exc:  # noqa: BLE001 - orchestration code may raise anything
+        except BaseException as exc:
             self._fiber_finished(fiber, exc=exc)
         else:
             if not isinstance(yielded, DurableFuture):
@@ -308,7 +315,7 @@ class TurnExecutor:
                 fiber.finished = True
                 try:
                     fiber.coro.close()
-                except BaseException:  # noqa: BLE001, S110 - cleanup code of a finished instance
+                except BaseException:
                     pass
 
     def _next_seq(self) -> int:
@@ -323,7 +330,9 @@ class TurnExecutor:
         return self._fatal
 
     # --- actions (called through the context) ----------------------------------------------
-    def _record(self, kind: EventKind, name: str, instance: str | None = None) -> tuple[int, HistoryEvent | None]:
+    def _record(
+        self, kind: EventKind, name: str, instance: str | None = None
+    ) -> tuple[int, HistoryEvent | None]:
         if self._done:
             raise RuntimeError("the orchestration has finished; it cannot schedule more work")
         if self._fatal is not None:

@@ -29,7 +29,9 @@ class RetryPolicy:
         if self.max_attempts < 1:
             raise ValueError("RetryPolicy.max_attempts must be at least 1")
         if self.backoff not in ("exponential", "linear", "fixed"):
-            raise ValueError(f"RetryPolicy.backoff must be exponential, linear or fixed, not {self.backoff!r}")
+            raise ValueError(
+                f"RetryPolicy.backoff must be exponential, linear or fixed, not {self.backoff!r}"
+            )
         if self.initial_delay < timedelta(0) or self.max_delay < timedelta(0):
             raise ValueError("RetryPolicy delays must not be negative")
         if self.attempt_timeout is not None and self.attempt_timeout <= timedelta(0):

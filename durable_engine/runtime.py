@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -99,13 +99,21 @@ class Runtime:
         self._stopping.clear()
         self._loops = [
             asyncio.create_task(
-                self._loop("orchestrator", self._fetch_orchestration, self.process_orchestration_item,
-                           self.options.orchestration_concurrency),
+                self._loop(
+                    "orchestrator",
+                    self._fetch_orchestration,
+                    self.process_orchestration_item,
+                    self.options.orchestration_concurrency,
+                ),
                 name="orchestration-dispatcher",
             ),
             asyncio.create_task(
-                self._loop("worker", self._fetch_activity, self.process_activity_item,
-                           self.options.activity_concurrency),
+                self._loop(
+                    "worker",
+                    self._fetch_activity,
+                    self.process_activity_item,
+                    self.options.activity_concurrency,
+                ),
                 name="activity-dispatcher",
             ),
         ]
@@ -119,8 +127,9 @@ class Runtime:
         self._loops = []
         pending = set(self._inflight)
         if pending:
-            _, still_running = await asyncio.wait(pending, timeout=self.options.shutdown_grace if grace is None
-                                                  else grace)
+            _, still_running = await asyncio.wait(
+                pending, timeout=self.options.shutdown_grace if grace is None else grace
+            )
             for task in still_running:
                 task.cancel()
             await asyncio.gather(*still_running, return_exceptions=True)
@@ -137,7 +146,7 @@ class Runtime:
         self,
         queue: Queue,
         fetch: Callable[[], Awaitable[Any]],
-        process: Callable[[Any], Awaitable[None]],
+        process: Callable[[Any], Coroutine[Any, Any, None]],
         concurrency: int,
     ) -> None:
         slots = asyncio.Semaphore(concurrency)
@@ -154,7 +163,7 @@ class Runtime:
                 slots.release()
                 await self._wait_for_work(queue)
                 continue
-            task = asyncio.create_task(process(item))
+            task: asyncio.Task[None] = asyncio.create_task(process(item))
             self._inflight.add(task)
             task.add_done_callback(functools.partial(self._done, slots))
 
@@ -177,18 +186,26 @@ class Runtime:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     # --- run-until-empty mode -------------------------------------------------------------------
-    async def run_orchestrations(self, *, time_budget: float | None = None, max_items: int | None = None) -> int:
+    async def run_orchestrations(
+        self, *, time_budget: float | None = None, max_items: int | None = None
+    ) -> int:
         """Run turns until the orchestrator queue has nothing visible or the budget ends."""
         return await self._drain(
-            self._fetch_orchestration, self.process_orchestration_item,
-            self.options.orchestration_concurrency, time_budget, max_items,
+            self._fetch_orchestration,
+            self.process_orchestration_item,
+            self.options.orchestration_concurrency,
+            time_budget,
+            max_items,
         )
 
     async def run_activities(self, *, time_budget: float | None = None, max_items: int | None = None) -> int:
         """Run activities until the worker queue has nothing visible or the budget ends."""
         return await self._drain(
-            self._fetch_activity, self.process_activity_item,
-            self.options.activity_concurrency, time_budget, max_items,
+            self._fetch_activity,
+            self.process_activity_item,
+            self.options.activity_concurrency,
+            time_budget,
+            max_items,
         )
 
     async def run_until_idle(self, *, time_budget: float | None = None) -> int:
@@ -243,14 +260,17 @@ class Runtime:
         try:
             await self.provider.commit_turn(item.lock_token, commit)
         except LockLostError:
-            log.warning("lost the lock on %s before committing; another dispatcher redoes the turn",
-                        item.instance_id)
+            log.warning(
+                "lost the lock on %s before committing; another dispatcher redoes the turn", item.instance_id
+            )
             return
         except asyncio.CancelledError:
             await self._abandon_quietly(self.provider.abandon_orchestration_item(item.lock_token))
             raise
         except Exception:
-            log.exception("committing a turn of %s failed; the messages will be redelivered", item.instance_id)
+            log.exception(
+                "committing a turn of %s failed; the messages will be redelivered", item.instance_id
+            )
             await self._abandon_quietly(
                 self.provider.abandon_orchestration_item(item.lock_token, self.options.error_backoff)
             )
@@ -290,13 +310,21 @@ class Runtime:
         try:
             delivered = await self.provider.complete_activity(item.lock_token, completion)
         except Exception:
-            log.exception("recording the result of activity %s for %s failed; it will run again",
-                          task.name, task.instance_id)
-            await self._abandon_quietly(self.provider.abandon_activity(item.lock_token, self.options.error_backoff))
+            log.exception(
+                "recording the result of activity %s for %s failed; it will run again",
+                task.name,
+                task.instance_id,
+            )
+            await self._abandon_quietly(
+                self.provider.abandon_activity(item.lock_token, self.options.error_backoff)
+            )
             return
         if not delivered:
-            log.warning("activity %s for %s lost its lock; its result was discarded (it runs again)",
-                        task.name, task.instance_id)
+            log.warning(
+                "activity %s for %s lost its lock; its result was discarded (it runs again)",
+                task.name,
+                task.instance_id,
+            )
             return
         if self.hints is not None:
             try:
@@ -307,7 +335,9 @@ class Runtime:
     async def _run_activity(self, item: ActivityItem) -> OrchestratorMessage:
         task = item.task
 
-        def outcome(kind: MessageKind, *, data: Any = None, error: ErrorInfo | None = None) -> OrchestratorMessage:
+        def outcome(
+            kind: MessageKind, *, data: Any = None, error: ErrorInfo | None = None
+        ) -> OrchestratorMessage:
             return OrchestratorMessage(
                 kind=kind,
                 instance_id=task.instance_id,
@@ -367,9 +397,14 @@ class Runtime:
         while True:
             await asyncio.sleep(interval)
             try:
-                if not await self.provider.renew_activity_lock(item.lock_token, self.options.activity_lock_timeout):
-                    log.warning("activity %s for %s lost its lock while running",
-                                item.task.name, item.task.instance_id)
+                if not await self.provider.renew_activity_lock(
+                    item.lock_token, self.options.activity_lock_timeout
+                ):
+                    log.warning(
+                        "activity %s for %s lost its lock while running",
+                        item.task.name,
+                        item.task.instance_id,
+                    )
                     return
             except Exception:
                 log.warning("renewing an activity lock failed; will retry", exc_info=True)

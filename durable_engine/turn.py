@@ -143,7 +143,11 @@ class _TurnPlanner:
                 return None  # a duplicate start of an instance that already runs
             self.parent = msg.parent
             self.version = msg.version or self.version
-            return [HistoryEvent(EventKind.ORCHESTRATION_STARTED, name=self.name, data=msg.data, parent=msg.parent)]
+            return [
+                HistoryEvent(
+                    EventKind.ORCHESTRATION_STARTED, name=self.name, data=msg.data, parent=msg.parent
+                )
+            ]
         if kind == MessageKind.CONTINUE_AS_NEW:
             if (msg.execution_id or 0) <= self.execution_id and self.history:
                 return None
@@ -152,7 +156,9 @@ class _TurnPlanner:
             self.version = msg.version or self.version
             self.input = msg.data
             self.parent = msg.parent
-            started = HistoryEvent(EventKind.ORCHESTRATION_STARTED, name=self.name, data=msg.data, parent=msg.parent)
+            started = HistoryEvent(
+                EventKind.ORCHESTRATION_STARTED, name=self.name, data=msg.data, parent=msg.parent
+            )
             carried = [HistoryEvent.from_dict(e) for e in msg.carry or []]
             return [started, *carried]
         if kind in _COMPLETION_KINDS:
@@ -270,13 +276,17 @@ class _TurnPlanner:
             assert outcome.error is not None
             error = outcome.error
             events.append(HistoryEvent(EventKind.ORCHESTRATION_FAILED, error=error.to_dict()))
-            status = RuntimeStatus.CANCELLED if outcome.kind == OutcomeKind.CANCELLED else RuntimeStatus.FAILED
+            status = (
+                RuntimeStatus.CANCELLED if outcome.kind == OutcomeKind.CANCELLED else RuntimeStatus.FAILED
+            )
             update = self._update(status, error=error.to_dict(), **custom)
             messages += self._parent_notice(error=error)
             messages += [
                 TimedMessage(
                     OrchestratorMessage(
-                        kind=MessageKind.CANCEL, instance_id=child, data=f"parent {self.item.instance_id} cancelled"
+                        kind=MessageKind.CANCEL,
+                        instance_id=child,
+                        data=f"parent {self.item.instance_id} cancelled",
                     )
                 )
                 for child in result.children_to_cancel

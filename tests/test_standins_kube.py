@@ -240,7 +240,7 @@ def test_statefulset_runs_real_postgres_and_survives_a_kill(
     wait_for("pod not ready", lambda: pod_not_ready(core, "inst", "pg-0"))
     pod = wait_for("pod ready again", lambda: pod_ready(core, "inst", "pg-0"))
     assert pod.status.container_statuses[0].restart_count == 1
-    with psycopg.connect(**dsn, port=service_port(core, "inst"), password="s3cret-pw") as conn:
+    with psycopg.connect(**{**dsn, "port": service_port(core, "inst")}, password="s3cret-pw") as conn:
         assert conn.execute("select v from kept").fetchone() == (42,)  # data lives on the PVC
 
     pids = kube_apiserver.backend_pids()

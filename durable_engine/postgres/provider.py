@@ -347,7 +347,7 @@ class PostgresProvider:
         return int(count or 0)
 
     # --- wake-ups -------------------------------------------------------------------------
-    async def wait_for_work(self, queue: Queue, timeout: float) -> None:  # noqa: ASYNC109 - protocol
+    async def wait_for_work(self, queue: Queue, timeout: float) -> None:
         # capture the event before asking the database, so a NOTIFY racing the query still wakes us
         event = self._listener.current(queue)
         budget = max(0.0, min(timeout, _MAX_IDLE_SLEEP))
@@ -361,7 +361,7 @@ class PostgresProvider:
         except TimeoutError:
             pass
 
-    async def wait_for_instance_change(self, instance_id: str, timeout: float) -> None:  # noqa: ASYNC109
+    async def wait_for_instance_change(self, instance_id: str, timeout: float) -> None:
         event = self._listener.watch_instance(instance_id)
         try:
             await asyncio.wait_for(event.wait(), max(0.0, timeout))

@@ -56,7 +56,9 @@ class Engine:
         else:
             await asyncio.sleep(min(seconds, 0.05))
 
-    async def finish(self, instance_id: str, timeout: float = 30.0, step: float = 0.25) -> OrchestrationStatus:
+    async def finish(
+        self, instance_id: str, timeout: float = 30.0, step: float = 0.25
+    ) -> OrchestrationStatus:
         """Wait (moving virtual time if any) until the instance reaches a terminal status."""
         deadline = time.monotonic() + timeout
         while True:

@@ -78,7 +78,12 @@ async def test_select_picks_first_completion_in_history_order(engine: Engine) ->
         b = ctx.schedule_activity("Quick")
         await ctx.join([a, b])
         first, _ = await ctx.select([b, a])
-        return {"index": index, "value": value, "first_of_done": first, "a_seq_lt_b": a.completion_seq < b.completion_seq}
+        return {
+            "index": index,
+            "value": value,
+            "first_of_done": first,
+            "a_seq_lt_b": a.completion_seq < b.completion_seq,
+        }
 
     await engine.start_runtime()
     await engine.client.start_orchestration("race", "Race")
@@ -472,7 +477,10 @@ async def test_bad_inputs_and_raising_code_end_failed_without_hurting_others(eng
     unser = await engine.finish("unserialisable")
     assert unser.error is not None and "not JSON-serialisable" in unser.error.message
     bad = await engine.finish("badoutput")
-    assert bad.error is not None and "result of activity 'BadResult' is not JSON-serialisable" in bad.error.message
+    assert (
+        bad.error is not None
+        and "result of activity 'BadResult' is not JSON-serialisable" in bad.error.message
+    )
     raised = await engine.finish("raises")
     assert raised.error is not None and raised.error.type == "KeyError"
     assert raised.error.category == ErrorCategory.APPLICATION
@@ -487,8 +495,9 @@ async def test_attempt_timeout_and_retries(engine: Engine) -> None:
 
     @engine.registry.orchestration("Impatient")
     async def impatient(ctx: Any, _: Any) -> str:
-        policy = RetryPolicy(max_attempts=2, attempt_timeout=timedelta(seconds=0.2),
-                             initial_delay=timedelta(seconds=0.05))
+        policy = RetryPolicy(
+            max_attempts=2, attempt_timeout=timedelta(seconds=0.2), initial_delay=timedelta(seconds=0.05)
+        )
         try:
             await ctx.schedule_activity("Hangs", retry=policy)
         except ActivityTimeoutError as exc:
