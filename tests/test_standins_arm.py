@@ -23,17 +23,21 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def aks(arm: ArmServer, credential: StaticTokenCredential) -> ContainerServiceClient:
-    return ContainerServiceClient(credential, ARM_SUBSCRIPTION, base_url=arm.url,
-                                  connection_verify=str(arm.ca_file))
+    return ContainerServiceClient(
+        credential, ARM_SUBSCRIPTION, base_url=arm.url, connection_verify=str(arm.ca_file)
+    )
 
 
 def test_user_credentials_give_a_working_kubeconfig(
-    arm_server: ArmServer, arm_credential: StaticTokenCredential, kube_apiserver: KubeApiServer,  # noqa: F811
+    arm_server: ArmServer,
+    arm_credential: StaticTokenCredential,
+    kube_apiserver: KubeApiServer,  # noqa: F811
 ) -> None:
     direct = config.new_client_from_config_dict(kube_apiserver.kubeconfig_dict())
     client.CoreV1Api(direct).create_namespace({"metadata": {"name": "seen"}})
     result = aks(arm_server, arm_credential).managed_clusters.list_cluster_user_credentials(
-        ARM_RESOURCE_GROUP, ARM_CLUSTER)
+        ARM_RESOURCE_GROUP, ARM_CLUSTER
+    )
     assert [k.name for k in result.kubeconfigs] == ["clusterUser"]
     kubeconfig = yaml.safe_load(result.kubeconfigs[0].value)
     assert kubeconfig["clusters"][0]["cluster"]["server"] == kube_apiserver.url
@@ -45,7 +49,9 @@ def test_user_credentials_give_a_working_kubeconfig(
     assert [(e.status, "api-version=" in e.query) for e in posts] == [(200, True)]
 
 
-def test_get_cluster_and_unknown_cluster(arm_server: ArmServer, arm_credential: StaticTokenCredential) -> None:  # noqa: F811
+def test_get_cluster_and_unknown_cluster(
+    arm_server: ArmServer, arm_credential: StaticTokenCredential
+) -> None:  # noqa: F811
     mc_client = aks(arm_server, arm_credential)
     cluster = mc_client.managed_clusters.get(ARM_RESOURCE_GROUP, ARM_CLUSTER)
     assert cluster.name == ARM_CLUSTER and cluster.fqdn and cluster.aad_profile is None
@@ -59,7 +65,9 @@ def test_get_cluster_and_unknown_cluster(arm_server: ArmServer, arm_credential: 
     assert no_rg.value.error.code == "ResourceGroupNotFound"
 
 
-def test_aad_cluster_reports_its_profile(arm_server: ArmServer, arm_credential: StaticTokenCredential) -> None:  # noqa: F811
+def test_aad_cluster_reports_its_profile(
+    arm_server: ArmServer, arm_credential: StaticTokenCredential
+) -> None:  # noqa: F811
     arm_server.add_cluster(ARM_SUBSCRIPTION, ARM_RESOURCE_GROUP, "aad-aks", aad=True)
     cluster = aks(arm_server, arm_credential).managed_clusters.get(ARM_RESOURCE_GROUP, "aad-aks")
     assert cluster.aad_profile is not None and cluster.aad_profile.managed is True
@@ -73,15 +81,19 @@ def test_bad_token_and_injected_fault(arm_server: ArmServer, arm_credential: Sta
     arm_server.fail_next("POST", r"/listClusterUserCredential$", status=404)
     with pytest.raises(HttpResponseError) as failed:
         aks(arm_server, arm_credential).managed_clusters.list_cluster_user_credentials(
-            ARM_RESOURCE_GROUP, ARM_CLUSTER)
+            ARM_RESOURCE_GROUP, ARM_CLUSTER
+        )
     assert failed.value.status_code == 404
 
 
-def test_plain_http_is_refused_by_the_sdk(arm_server: ArmServer, arm_credential: StaticTokenCredential) -> None:  # noqa: F811
+def test_plain_http_is_refused_by_the_sdk(
+    arm_server: ArmServer, arm_credential: StaticTokenCredential
+) -> None:  # noqa: F811
     """Why the stand-in serves TLS: the SDK will not send a bearer token over http."""
     from azure.core.exceptions import ServiceRequestError
 
-    http_client = ContainerServiceClient(arm_credential, ARM_SUBSCRIPTION,
-                                         base_url=arm_server.url.replace("https://", "http://"))
+    http_client = ContainerServiceClient(
+        arm_credential, ARM_SUBSCRIPTION, base_url=arm_server.url.replace("https://", "http://")
+    )
     with pytest.raises(ServiceRequestError):
         http_client.managed_clusters.get(ARM_RESOURCE_GROUP, ARM_CLUSTER)

@@ -22,6 +22,14 @@ T = TypeVar("T")
 LABELS = {"app.kubernetes.io/name": "pg", "toygres.io/instance": "inst1"}
 
 
+def alive(pid: int) -> bool:
+    """A reaped or zombie postmaster is gone (containers' PID 1 may reap late)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
@@ -50,36 +58,54 @@ def apps(api_client: client.ApiClient) -> client.AppsV1Api:
 
 def statefulset(name: str = "pg", secret: str = "pg-secret", storage: str = "1Gi") -> dict[str, Any]:
     return {
-        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
         "metadata": {"name": name, "labels": LABELS},
         "spec": {
-            "serviceName": name, "replicas": 1,
+            "serviceName": name,
+            "replicas": 1,
             "selector": {"matchLabels": LABELS},
             "template": {
                 "metadata": {"labels": LABELS},
-                "spec": {"containers": [{
-                    "name": "postgres", "image": "postgres:16",
-                    "ports": [{"containerPort": 5432, "name": "postgres"}],
-                    "env": [
-                        {"name": "POSTGRES_USER", "value": "toygres"},
-                        {"name": "POSTGRES_PASSWORD",
-                         "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}},
-                        {"name": "POSTGRES_DB", "value": "appdb"},
-                    ],
-                    "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
-                }]},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "postgres",
+                            "image": "postgres:16",
+                            "ports": [{"containerPort": 5432, "name": "postgres"}],
+                            "env": [
+                                {"name": "POSTGRES_USER", "value": "toygres"},
+                                {
+                                    "name": "POSTGRES_PASSWORD",
+                                    "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}},
+                                },
+                                {"name": "POSTGRES_DB", "value": "appdb"},
+                            ],
+                            "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
+                        }
+                    ]
+                },
             },
-            "volumeClaimTemplates": [{
-                "metadata": {"name": "data"},
-                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage}}},
-            }],
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": storage}},
+                    },
+                }
+            ],
         },
     }
 
 
 def apply(apps: client.AppsV1Api, body: dict[str, Any], ns: str) -> client.V1StatefulSet:
     return apps.patch_namespaced_stateful_set(
-        body["metadata"]["name"], ns, body, field_manager="toygres", force=True,
+        body["metadata"]["name"],
+        ns,
+        body,
+        field_manager="toygres",
+        force=True,
         _content_type="application/apply-patch+yaml",
     )
 
@@ -101,25 +127,40 @@ def pod_not_ready(core: client.CoreV1Api, ns: str, name: str) -> client.V1Pod | 
     return None if ready else pod
 
 
-def deploy_instance(core: client.CoreV1Api, apps: client.AppsV1Api, ns: str, password: str = "s3cret-pw") -> None:
+def deploy_instance(
+    core: client.CoreV1Api, apps: client.AppsV1Api, ns: str, password: str = "s3cret-pw"
+) -> None:
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-    core.create_namespaced_secret(ns, client.V1Secret(
-        metadata=client.V1ObjectMeta(name="pg-secret"), string_data={"password": password}))
+    core.create_namespaced_secret(
+        ns,
+        client.V1Secret(metadata=client.V1ObjectMeta(name="pg-secret"), string_data={"password": password}),
+    )
     apply(apps, statefulset(), ns)
-    core.create_namespaced_service(ns, {
-        "metadata": {"name": "pg"},
-        "spec": {"type": "LoadBalancer", "selector": LABELS, "ports": [{"port": 5432, "name": "postgres"}]},
-    })
+    core.create_namespaced_service(
+        ns,
+        {
+            "metadata": {"name": "pg"},
+            "spec": {
+                "type": "LoadBalancer",
+                "selector": LABELS,
+                "ports": [{"port": 5432, "name": "postgres"}],
+            },
+        },
+    )
 
 
 def service_port(core: client.CoreV1Api, ns: str) -> int:
-    svc = wait_for("host-port annotation", lambda: (
-        lambda s: s if (s.metadata.annotations or {}).get(HOST_PORT_ANNOTATION) else None
-    )(core.read_namespaced_service("pg", ns)))
+    svc = wait_for(
+        "host-port annotation",
+        lambda: (lambda s: s if (s.metadata.annotations or {}).get(HOST_PORT_ANNOTATION) else None)(
+            core.read_namespaced_service("pg", ns)
+        ),
+    )
     return int(svc.metadata.annotations[HOST_PORT_ANNOTATION])
 
 
 # -- API semantics ---------------------------------------------------------------------------------
+
 
 def test_create_get_list_errors_are_real_status_bodies(core: client.CoreV1Api) -> None:
     ns = core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="crud")))
@@ -143,8 +184,10 @@ def test_create_get_list_errors_are_real_status_bodies(core: client.CoreV1Api) -
     assert no_ns.value.status == 404 and 'namespaces \\"ghost\\" not found' in no_ns.value.body
 
     for name, role in (("a", "primary"), ("b", "replica"), ("c", "primary")):
-        core.create_namespaced_secret("crud", {"metadata": {"name": name, "labels": {"role": role, "app": "pg"}},
-                                               "string_data": {"k": "v"}})
+        core.create_namespaced_secret(
+            "crud",
+            {"metadata": {"name": name, "labels": {"role": role, "app": "pg"}}, "string_data": {"k": "v"}},
+        )
     listed = core.list_namespaced_secret("crud", label_selector="app=pg,role=primary")
     assert [s.metadata.name for s in listed.items] == ["a", "c"]
     assert core.read_namespaced_secret("a", "crud").data == {"k": "dg=="}
@@ -178,22 +221,34 @@ def test_wrong_token_is_401(kube_apiserver: KubeApiServer) -> None:  # noqa: F81
 
 def test_server_side_apply_is_idempotent(core: client.CoreV1Api, apps: client.AppsV1Api) -> None:
     core.create_namespace({"metadata": {"name": "ssa"}})
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg-secret"},
-              "stringData": {"password": "pw"}}
-    kwargs: dict[str, Any] = {"field_manager": "toygres", "force": True,
-                              "_content_type": "application/apply-patch+yaml"}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "pg-secret"},
+        "stringData": {"password": "pw"},
+    }
+    kwargs: dict[str, Any] = {
+        "field_manager": "toygres",
+        "force": True,
+        "_content_type": "application/apply-patch+yaml",
+    }
     first = core.patch_namespaced_secret("pg-secret", "ssa", secret, **kwargs)
     second = core.patch_namespaced_secret("pg-secret", "ssa", secret, **kwargs)
     assert second.metadata.resource_version == first.metadata.resource_version
-    changed = core.patch_namespaced_secret("pg-secret", "ssa", {**secret, "stringData": {"password": "new"}},
-                                           **kwargs)
+    changed = core.patch_namespaced_secret(
+        "pg-secret", "ssa", {**secret, "stringData": {"password": "new"}}, **kwargs
+    )
     assert changed.metadata.resource_version != first.metadata.resource_version
 
     sts = apply(apps, statefulset(), "ssa")
     assert sts.metadata.generation == 1
     # A statefulset's status moves while its pod starts; compare against a settled read.
-    settled = wait_for("statefulset to settle", lambda: (
-        lambda s: s if s.status.ready_replicas == 1 else None)(apps.read_namespaced_stateful_set("pg", "ssa")))
+    settled = wait_for(
+        "statefulset to settle",
+        lambda: (lambda s: s if s.status.ready_replicas == 1 else None)(
+            apps.read_namespaced_stateful_set("pg", "ssa")
+        ),
+    )
     again = apply(apps, statefulset(), "ssa")
     assert again.metadata.resource_version == settled.metadata.resource_version
     assert again.metadata.generation == 1
@@ -215,8 +270,11 @@ def test_injected_fault_and_access_log(kube_apiserver: KubeApiServer, core: clie
 
 # -- StatefulSets backed by PostgreSQL ------------------------------------------------------------
 
+
 def test_statefulset_runs_real_postgres_and_survives_a_kill(
-    kube_apiserver: KubeApiServer, core: client.CoreV1Api, apps: client.AppsV1Api,  # noqa: F811
+    kube_apiserver: KubeApiServer,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,  # noqa: F811
 ) -> None:
     deploy_instance(core, apps, "inst", password="s3cret-pw")
     pod = wait_for("pod ready", lambda: pod_ready(core, "inst", "pg-0"))
@@ -246,22 +304,30 @@ def test_statefulset_runs_real_postgres_and_survives_a_kill(
     pids = kube_apiserver.backend_pids()
     assert pids
     apps.delete_namespaced_stateful_set("pg", "inst")
-    wait_for("postgres stopped", lambda: not any(psutil.pid_exists(p) for p in pids))
+    wait_for("postgres stopped", lambda: not any(alive(p) for p in pids))
     wait_for("pod deleted", lambda: kube_apiserver.get_object("pods", "inst", "pg-0") is None)
-    assert [p.metadata.name for p in core.list_namespaced_persistent_volume_claim("inst").items] == ["data-pg-0"]
+    assert [p.metadata.name for p in core.list_namespaced_persistent_volume_claim("inst").items] == [
+        "data-pg-0"
+    ]
 
 
 def test_never_ready_hold_down_and_namespace_deletion(
-    kube_apiserver: KubeApiServer, core: client.CoreV1Api, apps: client.AppsV1Api,  # noqa: F811
+    kube_apiserver: KubeApiServer,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,  # noqa: F811
 ) -> None:
     kube_apiserver.pod_never_ready("pg")
     deploy_instance(core, apps, "nr")
-    wait_for("pod running", lambda: (
-        lambda p: p if p and p.status.phase == "Running" else None
-    )(kube_apiserver.get_object("pods", "nr", "pg-0") and core.read_namespaced_pod("pg-0", "nr")))
+    wait_for(
+        "pod running",
+        lambda: (lambda p: p if p and p.status.phase == "Running" else None)(
+            kube_apiserver.get_object("pods", "nr", "pg-0") and core.read_namespaced_pod("pg-0", "nr")
+        ),
+    )
     port = service_port(core, "nr")
-    with psycopg.connect(host="127.0.0.1", port=port, user="toygres", password="s3cret-pw",
-                         dbname="postgres") as conn:
+    with psycopg.connect(
+        host="127.0.0.1", port=port, user="toygres", password="s3cret-pw", dbname="postgres"
+    ) as conn:
         assert conn.execute("select 1").fetchone() == (1,)
     assert pod_not_ready(core, "nr", "pg-0") is not None
     kube_apiserver.pod_never_ready("pg", enabled=False)
@@ -289,7 +355,7 @@ def test_never_ready_hold_down_and_namespace_deletion(
         return False
 
     wait_for("namespace removed", namespace_gone)
-    assert not any(psutil.pid_exists(p) for p in pids)
+    assert not any(alive(p) for p in pids)
     assert not list((kube_apiserver.work_dir / "volumes").iterdir())  # PVC data removed with the namespace
 
 
@@ -303,11 +369,16 @@ def test_missing_secret_blocks_start_until_created(core: client.CoreV1Api, apps:
         except ApiException:
             return False
         statuses = pod.status.container_statuses or []
-        return bool(statuses) and statuses[0].state.waiting is not None and \
-            statuses[0].state.waiting.reason == "CreateContainerConfigError"
+        return (
+            bool(statuses)
+            and statuses[0].state.waiting is not None
+            and statuses[0].state.waiting.reason == "CreateContainerConfigError"
+        )
 
     wait_for("CreateContainerConfigError", config_error)
-    core.create_namespaced_secret("late", {"metadata": {"name": "late-secret"}, "string_data": {"password": "p"}})
+    core.create_namespaced_secret(
+        "late", {"metadata": {"name": "late-secret"}, "string_data": {"password": "p"}}
+    )
     wait_for("pod ready", lambda: pod_ready(core, "late", "pg-0"))
 
 

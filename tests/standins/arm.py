@@ -59,8 +59,14 @@ class StaticTokenCredential:
         self.lifetime = lifetime
         self.scopes_requested: list[tuple[str, ...]] = []
 
-    def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
-                  enable_cae: bool = False, **kwargs: Any) -> AccessToken:
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
         self.scopes_requested.append(scopes)
         return AccessToken(self.token, int(time.time()) + self.lifetime)
 
@@ -89,13 +95,18 @@ class ManagedCluster:
 
     @property
     def resource_id(self) -> str:
-        return (f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/"
-                f"Microsoft.ContainerService/managedClusters/{self.name}")
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/"
+            f"Microsoft.ContainerService/managedClusters/{self.name}"
+        )
 
 
 def arm_error(status: int, code: str, message: str) -> Response:
-    return Response(status, {"error": {"code": code, "message": message}},
-                    {"x-ms-request-id": str(uuid.uuid4()), "x-ms-failure-cause": "gateway"})
+    return Response(
+        status,
+        {"error": {"code": code, "message": message}},
+        {"x-ms-request-id": str(uuid.uuid4()), "x-ms-failure-cause": "gateway"},
+    )
 
 
 class ArmServer(StandinHttpServer):
@@ -125,13 +136,21 @@ class ArmServer(StandinHttpServer):
     def __enter__(self) -> ArmServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
-    def add_cluster(self, subscription: str, resource_group: str, name: str, *,
-                    kubeconfig: dict[str, Any] | None = None, aad: bool = False,
-                    location: str = "eastus") -> ManagedCluster:
+    def add_cluster(
+        self,
+        subscription: str,
+        resource_group: str,
+        name: str,
+        *,
+        kubeconfig: dict[str, Any] | None = None,
+        aad: bool = False,
+        location: str = "eastus",
+    ) -> ManagedCluster:
         """Register a managed cluster; its credentials are ``kubeconfig`` or the kube stand-in's."""
         if kubeconfig is None and self.kube is None:
             raise ValueError("pass a kubeconfig or construct ArmServer with a KubeApiServer")
@@ -153,31 +172,44 @@ class ArmServer(StandinHttpServer):
     def handle(self, request: Request) -> Response:
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer "):
-            return arm_error(401, "AuthenticationFailed",
-                             "Authentication failed. The 'Authorization' header is missing.")
+            return arm_error(
+                401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."
+            )
         if auth != f"Bearer {self.token}":
             return arm_error(401, "InvalidAuthenticationToken", "The access token is invalid.")
         if not request.param("api-version"):
-            return arm_error(400, "MissingApiVersionParameter",
-                             "The api-version query parameter (?api-version=) is required for all requests.")
+            return arm_error(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
         match = _CLUSTER_PATH.match(request.path)
         if match is None:
-            return arm_error(404, "InvalidResourceType",
-                             f"The resource type could not be found for path '{request.path}'.")
-        sub, rg, name, action = match.group("sub"), match.group("rg"), match.group("name"), match.group("action")
+            return arm_error(
+                404, "InvalidResourceType", f"The resource type could not be found for path '{request.path}'."
+            )
+        sub, rg, name, action = (
+            match.group("sub"),
+            match.group("rg"),
+            match.group("name"),
+            match.group("action"),
+        )
         if not any(k[0] == sub.lower() and k[1] == rg.lower() for k in self._clusters):
             return arm_error(404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found.")
         cluster = self._clusters.get((sub.lower(), rg.lower(), name.lower()))
         if cluster is None:
             return arm_error(
-                404, "ResourceNotFound",
+                404,
+                "ResourceNotFound",
                 f"The Resource 'Microsoft.ContainerService/managedClusters/{name}' under resource group "
                 f"'{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
             )
         if action is None and request.method == "GET":
             return Response(200, self._resource(cluster))
-        if action is not None and request.method == "POST" and action.lower() in (
-            "listclusterusercredential", "listclusteradmincredential"
+        if (
+            action is not None
+            and request.method == "POST"
+            and action.lower() in ("listclusterusercredential", "listclusteradmincredential")
         ):
             kind = "clusterUser" if action.lower() == "listclusterusercredential" else "clusterAdmin"
             value = base64.b64encode(self._kubeconfig_yaml(cluster).encode()).decode()
@@ -186,14 +218,22 @@ class ArmServer(StandinHttpServer):
 
     def _kubeconfig_yaml(self, cluster: ManagedCluster) -> str:
         if cluster.kubeconfig is not None:
-            return yaml.safe_dump(cluster.kubeconfig, sort_keys=False)
+            return str(yaml.safe_dump(cluster.kubeconfig, sort_keys=False))
         assert self.kube is not None
-        return self.kube.kubeconfig_yaml(context=cluster.name)
+        return str(self.kube.kubeconfig_yaml(context=cluster.name))
 
     def _resource(self, cluster: ManagedCluster) -> dict[str, Any]:
         fqdn = f"{cluster.name}-dns-standin.hcp.{cluster.location}.azmk8s.io"
-        aad = ({"managed": True, "enableAzureRBAC": True, "adminGroupObjectIDs": [],
-                "tenantID": "00000000-0000-0000-0000-000000000000"} if cluster.aad else None)
+        aad = (
+            {
+                "managed": True,
+                "enableAzureRBAC": True,
+                "adminGroupObjectIDs": [],
+                "tenantID": "00000000-0000-0000-0000-000000000000",
+            }
+            if cluster.aad
+            else None
+        )
         return {
             "id": cluster.resource_id,
             "name": cluster.name,

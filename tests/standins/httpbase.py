@@ -118,7 +118,8 @@ class FaultSwitches:
         """Logged requests filtered by method and a ``re.search`` on the path."""
         pattern = re.compile(path_regex) if path_regex else None
         return [
-            e for e in self.access_log()
+            e
+            for e in self.access_log()
             if (method is None or e.method == method.upper()) and (pattern is None or pattern.search(e.path))
         ]
 
@@ -157,7 +158,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             with self.server.conn_lock:
                 self.server.open_connections.discard(self.request)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence the default stderr log; the access log is kept in memory."""
 
     def _handle(self) -> None:
@@ -194,7 +195,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
         app.faults.record(
-            AccessLogEntry(request.method, request.path, request.raw_query, response.status, request.content_type)
+            AccessLogEntry(
+                request.method, request.path, request.raw_query, response.status, request.content_type
+            )
         )
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
@@ -213,8 +216,10 @@ class StandinHttpServer:
     def start_http(self) -> None:
         self._server = _Server(self)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-            name=f"{type(self).__name__}-http", daemon=True,
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"{type(self).__name__}-http",
+            daemon=True,
         )
         self._thread.start()
 

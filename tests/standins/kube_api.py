@@ -52,12 +52,21 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _LABEL_NAMED = {NAMESPACES, SERVICES}
 
 # StatefulSet spec fields a client may change after creation (the rest is immutable).
-_STS_MUTABLE = {"replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
-                "minReadySeconds", "revisionHistoryLimit"}
+_STS_MUTABLE = {
+    "replicas",
+    "ordinals",
+    "template",
+    "updateStrategy",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+    "revisionHistoryLimit",
+}
 
 PATCH_TYPES = {
-    "application/merge-patch+json", "application/strategic-merge-patch+json",
-    "application/json-patch+json", "application/apply-patch+yaml",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/json-patch+json",
+    "application/apply-patch+yaml",
 }
 
 
@@ -87,7 +96,8 @@ class KubeApi:
                 403,
                 f'{res.qualified} "{name}" is forbidden: unable to create new content in namespace '
                 f"{namespace} because it is being terminated",
-                "Forbidden", {"name": name, "kind": res.plural},
+                "Forbidden",
+                {"name": name, "kind": res.plural},
             )
 
     def _check_type(self, res: Resource, body: Any) -> Obj:
@@ -95,12 +105,19 @@ class KubeApi:
             raise ApiError(400, "the body of the request was in an unknown format")
         kind, api_version = body.get("kind"), body.get("apiVersion")
         if kind is not None and kind != res.kind:
-            raise ApiError(400, f"the API version in the data ({api_version}) does not match the expected "
-                                f"API version ({res.api_version})" if api_version != res.api_version else
-                                f"kind {kind} does not match the expected kind {res.kind}")
+            raise ApiError(
+                400,
+                f"the API version in the data ({api_version}) does not match the expected "
+                f"API version ({res.api_version})"
+                if api_version != res.api_version
+                else f"kind {kind} does not match the expected kind {res.kind}",
+            )
         if api_version is not None and api_version != res.api_version:
-            raise ApiError(400, f"the API version in the data ({api_version}) does not match the expected "
-                                f"API version ({res.api_version})")
+            raise ApiError(
+                400,
+                f"the API version in the data ({api_version}) does not match the expected "
+                f"API version ({res.api_version})",
+            )
         obj = copy.deepcopy(body)
         obj["kind"], obj["apiVersion"] = res.kind, res.api_version
         obj.setdefault("metadata", {})
@@ -112,9 +129,11 @@ class KubeApi:
         pattern, limit = (_DNS_LABEL, 63) if res in _LABEL_NAMED else (_DNS_SUBDOMAIN, 253)
         if len(name) > limit or not pattern.match(name):
             raise invalid(
-                res, name, "metadata.name",
+                res,
+                name,
+                "metadata.name",
                 f'Invalid value: "{name}": a lowercase RFC 1123 '
-                f'{"label" if res in _LABEL_NAMED else "subdomain"} must consist of lower case alphanumeric '
+                f"{'label' if res in _LABEL_NAMED else 'subdomain'} must consist of lower case alphanumeric "
                 "characters, '-' or '.', and must start and end with an alphanumeric character",
             )
 
@@ -136,8 +155,11 @@ class KubeApi:
                 try:
                     base64.b64decode(value, validate=True)
                 except (binascii.Error, TypeError) as exc:
-                    raise ApiError(400, f"Secret in version \"v1\" cannot be handled as a Secret: illegal "
-                                        f"base64 data for key {key!r}") from exc
+                    raise ApiError(
+                        400,
+                        f'Secret in version "v1" cannot be handled as a Secret: illegal '
+                        f"base64 data for key {key!r}",
+                    ) from exc
             for key, value in (obj.pop("stringData", None) or {}).items():
                 data[key] = base64.b64encode(str(value).encode()).decode()
             if data:
@@ -174,15 +196,22 @@ class KubeApi:
             spec.setdefault("volumeMode", "Filesystem")
             spec.setdefault("storageClassName", "default")
             if old is not None:
+
                 def strip(s: Obj) -> Obj:
                     s = copy.deepcopy(s)
                     s.get("resources", {}).pop("requests", None)
                     s.pop("volumeName", None)
                     return s
+
                 if strip(spec) != strip(old.get("spec", {})):
-                    raise invalid(res, name, "spec", "Forbidden: spec is immutable after creation except "
-                                                     "resources.requests and volumeAttributesClassName for "
-                                                     "bound claims")
+                    raise invalid(
+                        res,
+                        name,
+                        "spec",
+                        "Forbidden: spec is immutable after creation except "
+                        "resources.requests and volumeAttributesClassName for "
+                        "bound claims",
+                    )
                 spec.setdefault("volumeName", old.get("spec", {}).get("volumeName"))
             else:
                 obj["metadata"].setdefault("finalizers", ["kubernetes.io/pvc-protection"])
@@ -200,15 +229,20 @@ class KubeApi:
             spec.setdefault("podManagementPolicy", "OrderedReady")
             spec.setdefault("revisionHistoryLimit", 10)
             spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
-            spec.setdefault("persistentVolumeClaimRetentionPolicy",
-                            {"whenDeleted": "Retain", "whenScaled": "Retain"})
+            spec.setdefault(
+                "persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"}
+            )
             template = spec.get("template") or {}
             labels = (template.get("metadata") or {}).get("labels") or {}
             if not spec.get("selector"):
                 raise invalid(res, name, "spec.selector", "Required value")
             if not label_selector_matches(spec["selector"], labels):
-                raise invalid(res, name, "spec.template.metadata.labels",
-                              f"Invalid value: {labels!r}: `selector` does not match template `labels`")
+                raise invalid(
+                    res,
+                    name,
+                    "spec.template.metadata.labels",
+                    f"Invalid value: {labels!r}: `selector` does not match template `labels`",
+                )
             if not (template.get("spec") or {}).get("containers"):
                 raise invalid(res, name, "spec.template.spec.containers", "Required value")
             for vct in spec.get("volumeClaimTemplates") or []:
@@ -223,7 +257,9 @@ class KubeApi:
                 frozen_old = {k: v for k, v in old_spec.items() if k not in _STS_MUTABLE}
                 if frozen_new != frozen_old:
                     raise invalid(
-                        res, name, "spec",
+                        res,
+                        name,
+                        "spec",
                         "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', "
                         "'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and "
                         "'minReadySeconds' are forbidden",
@@ -238,8 +274,9 @@ class KubeApi:
             raise not_found(res, name)
         return obj
 
-    def list(self, res: Resource, namespace: str | None, label_selector: str | None,
-             field_selector: str | None) -> Obj:
+    def list(
+        self, res: Resource, namespace: str | None, label_selector: str | None, field_selector: str | None
+    ) -> Obj:
         if namespace is not None and res.namespaced and self.store.get(NAMESPACES, "", namespace) is None:
             items: list[Obj] = []
         else:
@@ -255,8 +292,12 @@ class KubeApi:
         for item in items:  # like the real server, list items carry no kind/apiVersion
             item.pop("kind", None)
             item.pop("apiVersion", None)
-        return {"kind": f"{res.kind}List", "apiVersion": res.api_version,
-                "metadata": {"resourceVersion": self.store.current_rv}, "items": items}
+        return {
+            "kind": f"{res.kind}List",
+            "apiVersion": res.api_version,
+            "metadata": {"resourceVersion": self.store.current_rv},
+            "items": items,
+        }
 
     @staticmethod
     def _field(obj: Obj, path: str) -> str:
@@ -276,8 +317,10 @@ class KubeApi:
         name = meta["name"]
         if res.namespaced:
             if meta.get("namespace") not in (None, "", namespace):
-                raise ApiError(400, "the namespace of the provided object does not match the namespace sent "
-                                    "on the request")
+                raise ApiError(
+                    400,
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
@@ -307,10 +350,20 @@ class KubeApi:
             result = new
             meta, old_meta = result["metadata"], existing["metadata"]
             if meta.get("name", name) != name:
-                raise ApiError(400, f"the name of the object ({meta.get('name')}) does not match the name on "
-                                    f"the URL ({name})")
-            for k in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
-                      "deletionGracePeriodSeconds", "generation"):
+                raise ApiError(
+                    400,
+                    f"the name of the object ({meta.get('name')}) does not match the name on "
+                    f"the URL ({name})",
+                )
+            for k in (
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ):
                 if k in old_meta:
                     meta[k] = old_meta[k]
                 else:
@@ -327,14 +380,24 @@ class KubeApi:
             return existing
         if dry_run:
             return result
-        if result["metadata"].get("deletionTimestamp") and not result["metadata"].get("finalizers") \
-                and res not in (PODS, NAMESPACES):
+        if (
+            result["metadata"].get("deletionTimestamp")
+            and not result["metadata"].get("finalizers")
+            and res not in (PODS, NAMESPACES)
+        ):
             self.store.remove(res, existing["metadata"].get("namespace", ""), name)
             return result
         return self.store.put(res, result)
 
-    def replace(self, res: Resource, namespace: str, name: str, body: Any, subresource: str | None,
-                dry_run: bool = False) -> Obj:
+    def replace(
+        self,
+        res: Resource,
+        namespace: str,
+        name: str,
+        body: Any,
+        subresource: str | None,
+        dry_run: bool = False,
+    ) -> Obj:
         obj = self._check_type(res, body)
         with self.store.lock:
             existing = self.store.get(res, namespace, name)
@@ -345,12 +408,24 @@ class KubeApi:
                 raise conflict(res, name)
             return self._write(res, existing, obj, subresource, dry_run)
 
-    def patch(self, res: Resource, namespace: str, name: str, body: bytes, content_type: str,
-              subresource: str | None, field_manager: str | None, force: bool,
-              dry_run: bool = False) -> tuple[int, Obj]:
+    def patch(
+        self,
+        res: Resource,
+        namespace: str,
+        name: str,
+        body: bytes,
+        content_type: str,
+        subresource: str | None,
+        field_manager: str | None,
+        force: bool,
+        dry_run: bool = False,
+    ) -> tuple[int, Obj]:
         if content_type not in PATCH_TYPES:
-            raise ApiError(415, f"the body of the request was in an unknown format - accepted media types "
-                                f"include: {', '.join(sorted(PATCH_TYPES))}")
+            raise ApiError(
+                415,
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: {', '.join(sorted(PATCH_TYPES))}",
+            )
         try:
             patch = yaml.safe_load(body) if content_type.endswith("yaml") else yaml.safe_load(body or b"null")
         except yaml.YAMLError as exc:
@@ -364,8 +439,11 @@ class KubeApi:
                 if not patch.get("kind") or not patch.get("apiVersion"):
                     raise ApiError(400, "Object 'Kind' is missing in apply configuration")
                 if applied["metadata"].get("name", name) != name:
-                    raise ApiError(400, f"the name of the object ({applied['metadata'].get('name')}) does not "
-                                        f"match the name on the URL ({name})")
+                    raise ApiError(
+                        400,
+                        f"the name of the object ({applied['metadata'].get('name')}) does not "
+                        f"match the name on the URL ({name})",
+                    )
                 if existing is None:
                     if subresource:
                         raise not_found(res, name)
@@ -389,8 +467,15 @@ class KubeApi:
                 raise conflict(res, name)
             return 200, self._write(res, existing, merged, subresource, dry_run)
 
-    def delete(self, res: Resource, namespace: str, name: str, propagation: str | None,
-               grace_period: int | None = None, dry_run: bool = False) -> Obj:
+    def delete(
+        self,
+        res: Resource,
+        namespace: str,
+        name: str,
+        propagation: str | None,
+        grace_period: int | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
         """Objects with finalizers, pods and namespaces are deleted gracefully: they get a
         ``deletionTimestamp`` and the controller removes them; the response is the object.
         Everything else disappears at once and the response is a ``Success`` Status."""

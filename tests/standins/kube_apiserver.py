@@ -48,9 +48,17 @@ from tests.standins.tls import TlsMaterial, make_tls_material
 
 __all__ = ["HOST_PORT_ANNOTATION", "KubeApiServer"]
 
-KUBE_VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0-standin", "gitCommit": "standin",
-                "gitTreeState": "clean", "buildDate": "2024-04-17T00:00:00Z", "goVersion": "go1.22.2",
-                "compiler": "gc", "platform": "linux/amd64"}
+KUBE_VERSION = {
+    "major": "1",
+    "minor": "30",
+    "gitVersion": "v1.30.0-standin",
+    "gitCommit": "standin",
+    "gitTreeState": "clean",
+    "buildDate": "2024-04-17T00:00:00Z",
+    "goVersion": "go1.22.2",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
 
 _ANONYMOUS_PATHS = {"/version", "/healthz", "/livez", "/readyz"}
 
@@ -62,8 +70,14 @@ def _true(value: str | None) -> bool:
 class KubeApiServer(StandinHttpServer):
     """The API server, its object store, and the controller that makes pods real."""
 
-    def __init__(self, token: str = "standin-kube-token", *, tls: bool = False,
-                 restart_delay: float = 1.0, work_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        token: str = "standin-kube-token",
+        *,
+        tls: bool = False,
+        restart_delay: float = 1.0,
+        work_dir: Path | None = None,
+    ) -> None:
         self._own_work_dir = work_dir is None
         self.work_dir = Path(tempfile.mkdtemp(prefix="kube-standin-")) if work_dir is None else work_dir
         self.tls: TlsMaterial | None = make_tls_material(self.work_dir / "tls") if tls else None
@@ -89,8 +103,9 @@ class KubeApiServer(StandinHttpServer):
     def __enter__(self) -> KubeApiServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # -- kubeconfig ------------------------------------------------------------------------------
@@ -99,14 +114,17 @@ class KubeApiServer(StandinHttpServer):
         if self.tls is not None:
             cluster["certificate-authority-data"] = base64.b64encode(self.tls.ca_pem).decode()
         return {
-            "apiVersion": "v1", "kind": "Config", "current-context": context, "preferences": {},
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": context,
+            "preferences": {},
             "clusters": [{"name": context, "cluster": cluster}],
             "users": [{"name": f"{context}-user", "user": {"token": token or self.token}}],
             "contexts": [{"name": context, "context": {"cluster": context, "user": f"{context}-user"}}],
         }
 
     def kubeconfig_yaml(self, token: str | None = None, context: str = "standin") -> str:
-        return yaml.safe_dump(self.kubeconfig_dict(token, context), sort_keys=False)
+        return str(yaml.safe_dump(self.kubeconfig_dict(token, context), sort_keys=False))
 
     def write_kubeconfig(self, path: Path, token: str | None = None, context: str = "standin") -> Path:
         path.write_text(self.kubeconfig_yaml(token, context))
@@ -174,22 +192,53 @@ class KubeApiServer(StandinHttpServer):
         if path in ("/healthz", "/livez", "/readyz"):
             return Response(200, None)
         if path == "/api":
-            return Response(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}]})
+            return Response(
+                200,
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}
+                    ],
+                },
+            )
         if path == "/apis":
-            return Response(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                {"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
-                 "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}}]})
+            return Response(
+                200,
+                {
+                    "kind": "APIGroupList",
+                    "apiVersion": "v1",
+                    "groups": [
+                        {
+                            "name": "apps",
+                            "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
+                            "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"},
+                        }
+                    ],
+                },
+            )
         if path in ("/api/v1", "/apis/apps/v1"):
             group = "" if path == "/api/v1" else "apps"
             resources = [
-                {"name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced, "kind": r.kind,
-                 "verbs": ["create", "delete", "get", "list", "patch", "update"]}
-                for r in RESOURCES.values() if r.group == group
+                {
+                    "name": r.plural,
+                    "singularName": r.kind.lower(),
+                    "namespaced": r.namespaced,
+                    "kind": r.kind,
+                    "verbs": ["create", "delete", "get", "list", "patch", "update"],
+                }
+                for r in RESOURCES.values()
+                if r.group == group
             ]
-            return Response(200, {"kind": "APIResourceList", "apiVersion": "v1",
-                                  "groupVersion": path.removeprefix("/api/").removeprefix("/apis/"),
-                                  "resources": resources})
+            return Response(
+                200,
+                {
+                    "kind": "APIResourceList",
+                    "apiVersion": "v1",
+                    "groupVersion": path.removeprefix("/api/").removeprefix("/apis/"),
+                    "resources": resources,
+                },
+            )
         return None
 
     def _route(self, request: Request) -> Response:
@@ -236,21 +285,28 @@ class KubeApiServer(StandinHttpServer):
             raise ApiError(404, "the server could not find the requested resource", "NotFound")
         return res
 
-    def _dispatch(self, request: Request, res: Resource, namespace: str | None, name: str | None,
-                  sub: str | None) -> Response:
+    def _dispatch(
+        self, request: Request, res: Resource, namespace: str | None, name: str | None, sub: str | None
+    ) -> Response:
         method = request.method
         dry_run = request.param("dryRun") == "All"
         if _true(request.param("watch")):
-            raise ApiError(405, "watch is not supported by the Toygres stand-in; poll with list/get",
-                           "MethodNotAllowed")
+            raise ApiError(
+                405, "watch is not supported by the Toygres stand-in; poll with list/get", "MethodNotAllowed"
+            )
         if name is None:
             if method == "GET":
-                return Response(200, self.api.list(res, namespace, request.param("labelSelector"),
-                                                   request.param("fieldSelector")))
+                return Response(
+                    200,
+                    self.api.list(
+                        res, namespace, request.param("labelSelector"), request.param("fieldSelector")
+                    ),
+                )
             if method == "POST" and namespace is not None:
                 return Response(201, self.api.create(res, namespace, self._json(request), dry_run))
-            raise ApiError(405, f"the server does not allow this method on the requested resource",
-                           "MethodNotAllowed")
+            raise ApiError(
+                405, "the server does not allow this method on the requested resource", "MethodNotAllowed"
+            )
         ns = namespace or ""
         if method == "GET":
             return Response(200, self.api.get(res, ns, name))
@@ -258,8 +314,15 @@ class KubeApiServer(StandinHttpServer):
             return Response(200, self.api.replace(res, ns, name, self._json(request), sub, dry_run))
         if method == "PATCH":
             code, obj = self.api.patch(
-                res, ns, name, request.body, request.content_type, sub, request.param("fieldManager"),
-                _true(request.param("force")), dry_run,
+                res,
+                ns,
+                name,
+                request.body,
+                request.content_type,
+                sub,
+                request.param("fieldManager"),
+                _true(request.param("force")),
+                dry_run,
             )
             return Response(code, obj)
         if method == "DELETE":
@@ -270,8 +333,9 @@ class KubeApiServer(StandinHttpServer):
                 propagation = "Orphan"
             obj = self.api.delete(res, ns, name, propagation, None if grace is None else int(grace), dry_run)
             return Response(200, obj)
-        raise ApiError(405, "the server does not allow this method on the requested resource",
-                       "MethodNotAllowed")
+        raise ApiError(
+            405, "the server does not allow this method on the requested resource", "MethodNotAllowed"
+        )
 
     @staticmethod
     def _json(request: Request) -> Any:

@@ -46,7 +46,6 @@ from tests.standins.kube_objects import (
     ApiError,
     Obj,
     Store,
-    label_selector_matches,
     now_rfc3339,
     selector_matches,
 )
@@ -55,8 +54,12 @@ from toygres.pgserver import EmbeddedPostgres
 HOST_PORT_ANNOTATION = "standin.toygres.io/host-port"
 POD_IP = "127.0.0.1"
 
-_PG_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-                "shared_buffers": "16MB", "max_connections": "50"}
+_PG_SETTINGS = {
+    "fsync": "off",
+    "full_page_writes": "off",  # SIGKILL-safe: writes reach the OS
+    "shared_buffers": "16MB",
+    "max_connections": "50",
+}
 
 
 @dataclass
@@ -263,8 +266,14 @@ class Controller:
         replicas = int(spec.get("replicas", 1))
         revision = template_hash(spec["template"])
         ordered = spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
-        owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": meta["uid"],
-                 "controller": True, "blockOwnerDeletion": True}
+        owner = {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "name": name,
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
         for i in range(replicas):
             self._ensure_pvcs(sts, i, owner)
             pod_name = f"{name}-{i}"
@@ -302,8 +311,12 @@ class Controller:
             pvc_meta: Obj = {"name": claim, "namespace": meta["namespace"], "labels": labels}
             if policy.get("whenDeleted") == "Delete":
                 pvc_meta["ownerReferences"] = [owner]
-            body = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": pvc_meta,
-                    "spec": copy.deepcopy(vct.get("spec") or {})}
+            body = {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": pvc_meta,
+                "spec": copy.deepcopy(vct.get("spec") or {}),
+            }
             try:
                 self.api.create(PVCS, meta["namespace"], body)
             except ApiError:
@@ -315,8 +328,13 @@ class Controller:
         tmeta = template.get("metadata") or {}
         name = f"{meta['name']}-{ordinal}"
         labels = dict(tmeta.get("labels") or {})
-        labels.update({"statefulset.kubernetes.io/pod-name": name, "apps.kubernetes.io/pod-index": str(ordinal),
-                       "controller-revision-hash": f"{meta['name']}-{revision}"})
+        labels.update(
+            {
+                "statefulset.kubernetes.io/pod-name": name,
+                "apps.kubernetes.io/pod-index": str(ordinal),
+                "controller-revision-hash": f"{meta['name']}-{revision}",
+            }
+        )
         pod_spec = template.get("spec") or {}
         pod_spec["hostname"] = name
         if spec.get("serviceName"):
@@ -325,12 +343,24 @@ class Controller:
         for vct in spec.get("volumeClaimTemplates") or []:
             vname = vct["metadata"]["name"]
             if not any(v.get("name") == vname for v in volumes):
-                volumes.append({"name": vname, "persistentVolumeClaim":
-                                {"claimName": f"{vname}-{meta['name']}-{ordinal}"}})
-        return {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels,
-                             "annotations": dict(tmeta.get("annotations") or {}), "ownerReferences": [owner]},
-                "spec": pod_spec}
+                volumes.append(
+                    {
+                        "name": vname,
+                        "persistentVolumeClaim": {"claimName": f"{vname}-{meta['name']}-{ordinal}"},
+                    }
+                )
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": meta["namespace"],
+                "labels": labels,
+                "annotations": dict(tmeta.get("annotations") or {}),
+                "ownerReferences": [owner],
+            },
+            "spec": pod_spec,
+        }
 
     # -- pods and their PostgreSQL -------------------------------------------------------------
     def _pods(self, sts_by_uid: dict[str, Obj]) -> None:
@@ -339,8 +369,14 @@ class Controller:
             meta = pod["metadata"]
             key = (meta["namespace"], meta["name"])
             live[key] = meta["uid"]
-            sts = next((sts_by_uid[r["uid"]] for r in meta.get("ownerReferences") or []
-                        if r.get("uid") in sts_by_uid), None)
+            sts = next(
+                (
+                    sts_by_uid[r["uid"]]
+                    for r in meta.get("ownerReferences") or []
+                    if r.get("uid") in sts_by_uid
+                ),
+                None,
+            )
             with self.lock:
                 backend = self.backends.get(key)
                 if backend is not None and backend.pod_uid != meta["uid"]:
@@ -375,8 +411,15 @@ class Controller:
         with self.lock:
             if (ns, meta["name"]) in self.backends:
                 return None  # the previous incarnation is still stopping
-            backend = Backend(ns, meta["name"], meta["uid"], meta["labels"].get("controller-revision-hash", ""),
-                              data_dir / "pgdata", ephemeral, held=(ns, meta["name"]) in self._held)
+            backend = Backend(
+                ns,
+                meta["name"],
+                meta["uid"],
+                meta["labels"].get("controller-revision-hash", ""),
+                data_dir / "pgdata",
+                ephemeral,
+                held=(ns, meta["name"]) in self._held,
+            )
             self.backends[(ns, meta["name"])] = backend
         return backend
 
@@ -389,11 +432,16 @@ class Controller:
                 backend.message = "postgres exited"
                 backend.restart_at = None if backend.held else time.monotonic() + self.restart_delay
             start = backend.state == "pending" or (
-                backend.state in ("crashed", "failed", "config-error") and not backend.held
-                and backend.restart_at is not None and time.monotonic() >= backend.restart_at
+                backend.state in ("crashed", "failed", "config-error")
+                and not backend.held
+                and backend.restart_at is not None
+                and time.monotonic() >= backend.restart_at
             )
-            if backend.state in ("crashed", "failed", "config-error") and backend.restart_at is None \
-                    and not backend.held:
+            if (
+                backend.state in ("crashed", "failed", "config-error")
+                and backend.restart_at is None
+                and not backend.held
+            ):
                 backend.restart_at = time.monotonic() + self.restart_delay
             if not start:
                 return
@@ -419,8 +467,13 @@ class Controller:
                 return
             user = env.get("POSTGRES_USER") or "postgres"
             password = env.get("POSTGRES_PASSWORD") or None
-            pg = EmbeddedPostgres(backend.data_dir, port=backend.port, superuser=user, password=password,
-                                  server_settings=_PG_SETTINGS)
+            pg = EmbeddedPostgres(
+                backend.data_dir,
+                port=backend.port,
+                superuser=user,
+                password=password,
+                server_settings=_PG_SETTINGS,
+            )
             pg.start(timeout=90)
             with self.lock:
                 backend.pg, backend.port = pg, pg.port
@@ -448,15 +501,17 @@ class Controller:
         ns = pod["metadata"]["namespace"]
         env: dict[str, str] = {}
         containers = pod["spec"].get("containers") or []
-        container = next((c for c in containers
-                          if any(e.get("name") == "POSTGRES_PASSWORD" for e in c.get("env") or [])),
-                         containers[0] if containers else {})
+        container = next(
+            (c for c in containers if any(e.get("name") == "POSTGRES_PASSWORD" for e in c.get("env") or [])),
+            containers[0] if containers else {},
+        )
         for source in container.get("envFrom") or []:
             ref = source.get("secretRef") or source.get("configMapRef")
             if ref is None:
                 continue
-            data = self._ref_data(ns, SECRETS if "secretRef" in source else CONFIGMAPS, ref["name"],
-                                  bool(ref.get("optional")))
+            data = self._ref_data(
+                ns, SECRETS if "secretRef" in source else CONFIGMAPS, ref["name"], bool(ref.get("optional"))
+            )
             env.update({source.get("prefix", "") + k: v for k, v in data.items()})
         for var in container.get("env") or []:
             if "value" in var:
@@ -542,8 +597,9 @@ class Controller:
             with self.lock:
                 backend.state, backend.busy = "stopped", False
                 pod = self.store.get(PODS, backend.namespace, backend.pod)
-                if self.backends.get((backend.namespace, backend.pod)) is backend and \
-                        (pod is None or pod["metadata"]["uid"] != backend.pod_uid):
+                if self.backends.get((backend.namespace, backend.pod)) is backend and (
+                    pod is None or pod["metadata"]["uid"] != backend.pod_uid
+                ):
                     self.backends.pop((backend.namespace, backend.pod), None)
             self.wake()
 
@@ -568,15 +624,26 @@ class Controller:
     def _statefulset_status(self, sts: Obj) -> None:
         meta = sts["metadata"]
         revision = f"{meta['name']}-{template_hash(sts['spec']['template'])}"
-        pods = [p for p in self.store.items(PODS, meta["namespace"])
-                if any(r.get("uid") == meta["uid"] for r in p["metadata"].get("ownerReferences") or [])]
+        pods = [
+            p
+            for p in self.store.items(PODS, meta["namespace"])
+            if any(r.get("uid") == meta["uid"] for r in p["metadata"].get("ownerReferences") or [])
+        ]
         ready = sum(1 for p in pods if _pod_ready(p))
         updated = sum(1 for p in pods if p["metadata"]["labels"].get("controller-revision-hash") == revision)
-        status: Obj = {"observedGeneration": meta.get("generation", 1), "replicas": len(pods),
-                       "currentRevision": revision, "updateRevision": revision,
-                       "collisionCount": 0}
-        for key, value in (("readyReplicas", ready), ("currentReplicas", updated),
-                           ("updatedReplicas", updated), ("availableReplicas", ready)):
+        status: Obj = {
+            "observedGeneration": meta.get("generation", 1),
+            "replicas": len(pods),
+            "currentRevision": revision,
+            "updateRevision": revision,
+            "collisionCount": 0,
+        }
+        for key, value in (
+            ("readyReplicas", ready),
+            ("currentReplicas", updated),
+            ("updatedReplicas", updated),
+            ("availableReplicas", ready),
+        ):
             if value:
                 status[key] = value
         if "availableReplicas" not in status:
@@ -602,10 +669,13 @@ class Controller:
                 if meta.get("deletionTimestamp"):
                     in_use = any(
                         v.get("persistentVolumeClaim", {}).get("claimName") == name
-                        for p in pods if p["metadata"]["namespace"] == ns
+                        for p in pods
+                        if p["metadata"]["namespace"] == ns
                         for v in p["spec"].get("volumes") or []
                     )
-                    finalizers = [f for f in meta.get("finalizers") or [] if f != "kubernetes.io/pvc-protection"]
+                    finalizers = [
+                        f for f in meta.get("finalizers") or [] if f != "kubernetes.io/pvc-protection"
+                    ]
                     if not in_use and finalizers != meta.get("finalizers"):
                         current["metadata"]["finalizers"] = finalizers
                         if finalizers:
@@ -618,8 +688,11 @@ class Controller:
                 if status.get("phase") != "Bound":
                     requests = (current["spec"].get("resources") or {}).get("requests") or {}
                     current["spec"]["volumeName"] = f"pvc-{meta['uid']}"
-                    current["status"] = {"phase": "Bound", "accessModes": current["spec"].get("accessModes", []),
-                                         "capacity": {"storage": requests.get("storage", "1Gi")}}
+                    current["status"] = {
+                        "phase": "Bound",
+                        "accessModes": current["spec"].get("accessModes", []),
+                        "capacity": {"storage": requests.get("storage", "1Gi")},
+                    }
                     self.store.put(PVCS, current)
 
     def _services(self) -> None:
@@ -630,7 +703,9 @@ class Controller:
             selector = (svc.get("spec") or {}).get("selector")
             port = None
             for pod in pods:
-                if pod["metadata"]["namespace"] == ns and selector_matches(selector, pod["metadata"].get("labels") or {}):
+                if pod["metadata"]["namespace"] == ns and selector_matches(
+                    selector, pod["metadata"].get("labels") or {}
+                ):
                     endpoint = self.endpoint_for_pod(ns, pod["metadata"]["name"])
                     if endpoint is not None:
                         port = endpoint[1]
@@ -662,8 +737,9 @@ class Controller:
             raise KeyError(f"service {namespace}/{name} not found")
         selector = svc["spec"].get("selector")
         for pod in self.store.items(PODS, namespace):
-            if selector_matches(selector, pod["metadata"].get("labels") or {}) and \
-                    not pod["metadata"].get("deletionTimestamp"):
+            if selector_matches(selector, pod["metadata"].get("labels") or {}) and not pod["metadata"].get(
+                "deletionTimestamp"
+            ):
                 endpoint = self.endpoint_for_pod(namespace, pod["metadata"]["name"])
                 if endpoint is not None:
                     return endpoint
@@ -687,24 +763,31 @@ def _data_claim(pod: Obj, sts: Obj) -> str | None:
 
 
 def _pod_ready(pod: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
 
 
 def _condition(old: Obj, kind: str, value: bool, reason: str | None = None) -> Obj:
     status = "True" if value else "False"
     previous = next((c for c in old.get("conditions") or [] if c.get("type") == kind), None)
-    cond: Obj = {"type": kind, "status": status,
-                 "lastProbeTime": None,
-                 "lastTransitionTime": previous["lastTransitionTime"]
-                 if previous and previous.get("status") == status else now_rfc3339()}
+    cond: Obj = {
+        "type": kind,
+        "status": status,
+        "lastProbeTime": None,
+        "lastTransitionTime": previous["lastTransitionTime"]
+        if previous and previous.get("status") == status
+        else now_rfc3339(),
+    }
     if reason and not value:
         cond["reason"] = reason
     return cond
 
 
-def _pod_status(pod: Obj, old: Obj, state: str, message: str, ready: bool, restarts: int,
-                started_at: str | None) -> Obj:
+def _pod_status(
+    pod: Obj, old: Obj, state: str, message: str, ready: bool, restarts: int, started_at: str | None
+) -> Obj:
     containers = pod["spec"].get("containers") or []
     running = state == "running"
     scheduled = state not in ("pending",)
@@ -718,8 +801,15 @@ def _pod_status(pod: Obj, old: Obj, state: str, message: str, ready: bool, resta
         cstate = {"waiting": {"reason": "ContainerCreating"}}
     statuses = []
     for i, c in enumerate(containers):
-        entry: Obj = {"name": c["name"], "image": c.get("image", ""), "imageID": "",
-                      "ready": ready, "restartCount": restarts, "started": running, "state": cstate}
+        entry: Obj = {
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "imageID": "",
+            "ready": ready,
+            "restartCount": restarts,
+            "started": running,
+            "state": cstate,
+        }
         if i == 0 and running:
             entry["containerID"] = "standin://" + pod["metadata"]["uid"]
         statuses.append(entry)
@@ -734,8 +824,10 @@ def _pod_status(pod: Obj, old: Obj, state: str, message: str, ready: bool, resta
             _condition(old, "ContainersReady", ready, reason),
             _condition(old, "PodScheduled", True),
         ],
-        "hostIP": POD_IP, "hostIPs": [{"ip": POD_IP}],
-        "podIP": POD_IP, "podIPs": [{"ip": POD_IP}],
+        "hostIP": POD_IP,
+        "hostIPs": [{"ip": POD_IP}],
+        "podIP": POD_IP,
+        "podIPs": [{"ip": POD_IP}],
         "startTime": old.get("startTime") or now_rfc3339(),
         "containerStatuses": statuses,
         "qosClass": old.get("qosClass", "BestEffort"),
@@ -747,11 +839,20 @@ def _probe(pg: EmbeddedPostgres, user: str, password: str | None, dbname: str) -
     deadline = time.monotonic() + 30
     while True:
         try:
-            with psycopg.connect(host=POD_IP, port=pg.port, user=user, password=password, dbname="postgres",
-                                 connect_timeout=5, autocommit=True) as conn:
+            with psycopg.connect(
+                host=POD_IP,
+                port=pg.port,
+                user=user,
+                password=password,
+                dbname="postgres",
+                connect_timeout=5,
+                autocommit=True,
+            ) as conn:
                 conn.execute("select 1")
                 if dbname != "postgres":
-                    exists = conn.execute("select 1 from pg_database where datname = %s", (dbname,)).fetchone()
+                    exists = conn.execute(
+                        "select 1 from pg_database where datname = %s", (dbname,)
+                    ).fetchone()
                     if not exists:
                         conn.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
             return

@@ -45,7 +45,9 @@ RESOURCES: dict[tuple[str, str], Resource] = {
         Resource("", "v1", "secrets", "Secret", namespaced=True, has_status=False),
         Resource("", "v1", "configmaps", "ConfigMap", namespaced=True, has_status=False),
         Resource("", "v1", "services", "Service", namespaced=True, has_status=True),
-        Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", namespaced=True, has_status=True),
+        Resource(
+            "", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", namespaced=True, has_status=True
+        ),
         Resource("", "v1", "pods", "Pod", namespaced=True, has_status=True),
         Resource("apps", "v1", "statefulsets", "StatefulSet", namespaced=True, has_status=True),
     )
@@ -67,9 +69,18 @@ def now_rfc3339() -> str:
 # -- Status bodies -------------------------------------------------------------------------------
 
 _REASONS = {
-    400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
-    409: "Conflict", 415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests",
-    500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout",
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
 }
 
 
@@ -91,8 +102,12 @@ class ApiError(Exception):
 
 def failure_status(code: int, message: str, reason: str, details: dict[str, Any] | None = None) -> Obj:
     body: Obj = {
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason,
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
     }
     if details is not None:
         body["details"] = details
@@ -121,15 +136,20 @@ def conflict(res: Resource, name: str) -> ApiError:
         409,
         f'Operation cannot be fulfilled on {res.qualified} "{name}": the object has been modified; '
         "please apply your changes to the latest version and try again",
-        "Conflict", _details(res, name),
+        "Conflict",
+        _details(res, name),
     )
 
 
 def invalid(res: Resource, name: str, field: str, message: str) -> ApiError:
     details = _details(res, name)
     details["causes"] = [{"reason": "FieldValueInvalid", "message": message, "field": field}]
-    return ApiError(422, f'{res.kind}.{res.group or ""}'.rstrip(".") + f' "{name}" is invalid: {field}: {message}',
-                    "Invalid", details)
+    return ApiError(
+        422,
+        f"{res.kind}.{res.group or ''}".rstrip(".") + f' "{name}" is invalid: {field}: {message}',
+        "Invalid",
+        details,
+    )
 
 
 def success_status(res: Resource, name: str, uid: str) -> Obj:
@@ -139,6 +159,7 @@ def success_status(res: Resource, name: str, uid: str) -> Obj:
 
 
 # -- patch algebra -------------------------------------------------------------------------------
+
 
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch: maps merge recursively, ``null`` deletes, anything else replaces."""
@@ -178,8 +199,9 @@ def json_patch(doc: Any, ops: list[Any]) -> Any:
             try:
                 parent = parent[int(part)] if isinstance(parent, list) else parent[part]
             except (KeyError, IndexError, ValueError) as exc:
-                raise ApiError(422, f"jsonpatch {op['op']} operation does not apply: doc is missing path: "
-                                    f"{op['path']}") from exc
+                raise ApiError(
+                    422, f"jsonpatch {op['op']} operation does not apply: doc is missing path: {op['path']}"
+                ) from exc
         last = parts[-1]
         kind = op["op"]
         if isinstance(parent, list):
@@ -199,7 +221,9 @@ def json_patch(doc: Any, ops: list[Any]) -> Any:
             if kind == "add":
                 parent[last] = copy.deepcopy(op["value"])
             elif kind in ("remove", "replace", "test") and last not in parent:
-                raise ApiError(422, f"jsonpatch {kind} operation does not apply: doc is missing path: {op['path']}")
+                raise ApiError(
+                    422, f"jsonpatch {kind} operation does not apply: doc is missing path: {op['path']}"
+                )
             elif kind == "remove":
                 del parent[last]
             elif kind == "replace":
@@ -327,7 +351,8 @@ class Store:
     def items(self, res: Resource, namespace: str | None = None) -> Iterator[Obj]:
         with self.lock:
             found = [
-                copy.deepcopy(obj) for (r, ns, _), obj in self._objects.items()
+                copy.deepcopy(obj)
+                for (r, ns, _), obj in self._objects.items()
                 if r == res and (namespace is None or ns == namespace)
             ]
         found.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))

@@ -11,7 +11,8 @@ Errors from the API server are mapped to :class:`DeployError` whose
 ``retryable`` flag the activity layer turns into a retry or a failure.
 
 Test/dev override: when the Service carries the annotation
-``standin.toygres.io/host-port`` (``host:port``) that address is used as the
+``standin.toygres.io/host-port`` (``host:port``, or just ``port`` with the host
+taken from the load balancer ingress or ``spec.clusterIP``) that address is the
 endpoint. The Kubernetes API stand-in used in tests sets it to where it runs
 the "pod's" PostgreSQL; a real cluster never sets it.
 """
@@ -179,17 +180,29 @@ class KubernetesRuntime:
     # ------------------------------------------------------------------ status
 
     def _endpoint(self, service: Any) -> Endpoint | None:
-        annotations = service.metadata.annotations or {}
-        override = annotations.get(HOST_PORT_ANNOTATION)
+        """Where clients connect: LoadBalancer ingress, else the cluster DNS name.
+
+        Test/dev override: annotation ``standin.toygres.io/host-port`` holding
+        ``host:port`` or just ``port`` (host then from the LB ingress or ``spec.clusterIP``).
+        """
+        annotations = (service.metadata.annotations if service.metadata else None) or {}
+        override = str(annotations.get(HOST_PORT_ANNOTATION) or "")
+        lb_host: str | None = None
+        lb = service.status.load_balancer if service.status else None
+        for ingress in (lb.ingress if lb else None) or []:
+            if ingress.ip or ingress.hostname:
+                lb_host = str(ingress.ip or ingress.hostname)
+                break
+        is_lb = service.spec is not None and service.spec.type == "LoadBalancer"
         if override:
-            host, _, port = str(override).rpartition(":")
+            host, _, port = override.rpartition(":")
+            if not host:
+                cluster_ip = service.spec.cluster_ip if service.spec else None
+                host = (lb_host if is_lb else None) or (
+                    cluster_ip if cluster_ip and cluster_ip != "None" else "127.0.0.1")
             return Endpoint(host.strip("[]"), int(port))
-        if service.spec.type == "LoadBalancer":
-            lb = service.status.load_balancer if service.status else None
-            for ingress in (lb.ingress if lb else None) or []:
-                if ingress.ip or ingress.hostname:
-                    return Endpoint(ingress.ip or ingress.hostname, manifests.POSTGRES_PORT)
-            return None
+        if is_lb:
+            return Endpoint(lb_host, manifests.POSTGRES_PORT) if lb_host else None
         name = service.metadata.name
         return Endpoint(f"{name}.{self.namespace}.svc.cluster.local", manifests.POSTGRES_PORT)
 

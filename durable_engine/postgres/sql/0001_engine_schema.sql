@@ -9,7 +9,9 @@
 --   * orchestrator messages are grouped per instance; an instance is locked for a turn
 --     by a row in instance_locks (token + locked_until). A lock is free when the row is
 --     absent or expired. The lock holder may still commit after expiry as long as nobody
---     replaced its token.
+--     replaced its token. Fetched messages are also hidden until the lock expires
+--     (visible_at := locked_until), so in-flight turns never sit at the head of the queue
+--     index where every fetch would have to skip them.
 --   * concurrent fetchers are kept apart by a transaction-level advisory try-lock on the
 --     instance (never blocking on each other), then by the instance_locks row itself.
 --   * activity tasks are locked individually: fetching one moves its visible_at to the
@@ -184,7 +186,7 @@ BEGIN
 
         WITH upd AS (
             UPDATE orchestrator_queue
-            SET delivery_count = delivery_count + 1, lock_token = v_token
+            SET delivery_count = delivery_count + 1, lock_token = v_token, visible_at = v_until
             WHERE instance_id = v_iid AND visible_at <= v_now
             RETURNING id, payload, delivery_count
         )
@@ -246,6 +248,9 @@ BEGIN
     DELETE FROM orchestrator_queue
     WHERE instance_id = v_iid
       AND id IN (SELECT (x #>> '{}')::bigint FROM jsonb_array_elements(p->'consumed') AS x);
+    -- fetched but not consumed: visible again right away (they were hidden until lock expiry)
+    UPDATE orchestrator_queue SET visible_at = v_now, lock_token = NULL
+    WHERE instance_id = v_iid AND lock_token = p_token;
 
     IF v_upd IS NOT NULL AND jsonb_typeof(v_upd) = 'object' THEN
         v_new := (v_upd->>'execution_id')::integer;
@@ -306,7 +311,7 @@ BEGIN
         RETURN false;
     END IF;
     UPDATE orchestrator_queue
-    SET visible_at = coalesce(p_visible_at, visible_at), lock_token = NULL
+    SET visible_at = coalesce(p_visible_at, now()), lock_token = NULL
     WHERE instance_id = v_iid AND lock_token = p_token;
     PERFORM pg_notify(notify_channel('orchestrator'), '');
     RETURN true;
