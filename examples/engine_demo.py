@@ -118,7 +118,9 @@ async def run(dsn: str) -> None:
         for _, instance_id, _ in [*starts, ("Retrying", flaky_id, None)]:
             status = await client.wait_for_completion(instance_id, timeout=60)
             shown = status.output if status.error is None else str(status.error)
-            table.add_row(instance_id, status.name, status.status.value, str(status.execution_id), repr(shown))
+            table.add_row(
+                instance_id, status.name, status.status.value, str(status.execution_id), repr(shown)
+            )
         Console(width=140).print(table)
     finally:
         await runtime.shutdown()
@@ -126,7 +128,9 @@ async def run(dsn: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", type=Path, default=Path(".toygres/demo-pg"))
     parser.add_argument("--ephemeral", action="store_true", help="use a throw-away data directory")
     args = parser.parse_args()

@@ -270,7 +270,9 @@ class KubernetesRuntime:
         pvcs = self._call(f"list pvcs {ns} {selector}", lambda: core.list_namespaced_persistent_volume_claim(
             ns, label_selector=selector, _request_timeout=timeout))
         for pvc in pvcs.items or []:
-            if pvc.metadata is not None and pvc.metadata.name:
+            # A PVC already terminating (pvc-protection waits for the pod to go) needs nothing
+            # more from us, and must not make a repeated delete report "removed" again.
+            if pvc.metadata is not None and pvc.metadata.name and pvc.metadata.deletion_timestamp is None:
                 removed.append(self._delete_pvc(core, pvc.metadata.name))
         return any(r is not None for r in removed)
 
