@@ -8,18 +8,15 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 from azure.mgmt.containerservice import ContainerServiceClient
 from kubernetes import client, config
 
+from tests.standins import fixtures as standin_fixtures
 from tests.standins.arm import ArmServer, StaticTokenCredential
-from tests.standins.fixtures import (  # noqa: F401
-    ARM_CLUSTER,
-    ARM_RESOURCE_GROUP,
-    ARM_SUBSCRIPTION,
-    arm_credential,
-    arm_server,
-    kube_apiserver,
-)
+from tests.standins.fixtures import ARM_CLUSTER, ARM_RESOURCE_GROUP, ARM_SUBSCRIPTION
 from tests.standins.kube_apiserver import KubeApiServer
 
 pytestmark = pytest.mark.timeout(120)
+kube_apiserver = standin_fixtures.kube_apiserver
+arm_server = standin_fixtures.arm_server
+arm_credential = standin_fixtures.arm_credential
 
 
 def aks(arm: ArmServer, credential: StaticTokenCredential) -> ContainerServiceClient:
@@ -31,7 +28,7 @@ def aks(arm: ArmServer, credential: StaticTokenCredential) -> ContainerServiceCl
 def test_user_credentials_give_a_working_kubeconfig(
     arm_server: ArmServer,
     arm_credential: StaticTokenCredential,
-    kube_apiserver: KubeApiServer,  # noqa: F811
+    kube_apiserver: KubeApiServer,
 ) -> None:
     direct = config.new_client_from_config_dict(kube_apiserver.kubeconfig_dict())
     client.CoreV1Api(direct).create_namespace({"metadata": {"name": "seen"}})
@@ -51,7 +48,7 @@ def test_user_credentials_give_a_working_kubeconfig(
 
 def test_get_cluster_and_unknown_cluster(
     arm_server: ArmServer, arm_credential: StaticTokenCredential
-) -> None:  # noqa: F811
+) -> None:
     mc_client = aks(arm_server, arm_credential)
     cluster = mc_client.managed_clusters.get(ARM_RESOURCE_GROUP, ARM_CLUSTER)
     assert cluster.name == ARM_CLUSTER and cluster.fqdn and cluster.aad_profile is None
@@ -67,13 +64,13 @@ def test_get_cluster_and_unknown_cluster(
 
 def test_aad_cluster_reports_its_profile(
     arm_server: ArmServer, arm_credential: StaticTokenCredential
-) -> None:  # noqa: F811
+) -> None:
     arm_server.add_cluster(ARM_SUBSCRIPTION, ARM_RESOURCE_GROUP, "aad-aks", aad=True)
     cluster = aks(arm_server, arm_credential).managed_clusters.get(ARM_RESOURCE_GROUP, "aad-aks")
     assert cluster.aad_profile is not None and cluster.aad_profile.managed is True
 
 
-def test_bad_token_and_injected_fault(arm_server: ArmServer, arm_credential: StaticTokenCredential) -> None:  # noqa: F811
+def test_bad_token_and_injected_fault(arm_server: ArmServer, arm_credential: StaticTokenCredential) -> None:
     with pytest.raises(ClientAuthenticationError) as denied:
         aks(arm_server, StaticTokenCredential("wrong")).managed_clusters.get(ARM_RESOURCE_GROUP, ARM_CLUSTER)
     assert denied.value.status_code == 401
@@ -88,7 +85,7 @@ def test_bad_token_and_injected_fault(arm_server: ArmServer, arm_credential: Sta
 
 def test_plain_http_is_refused_by_the_sdk(
     arm_server: ArmServer, arm_credential: StaticTokenCredential
-) -> None:  # noqa: F811
+) -> None:
     """Why the stand-in serves TLS: the SDK will not send a bearer token over http."""
     from azure.core.exceptions import ServiceRequestError
 

@@ -13,10 +13,12 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tests.standins.fixtures import kube_apiserver, kubeconfig_path  # noqa: F401
+from tests.standins import fixtures as standin_fixtures
 from tests.standins.kube_apiserver import HOST_PORT_ANNOTATION, KubeApiServer
 
 pytestmark = pytest.mark.timeout(240)
+kube_apiserver = standin_fixtures.kube_apiserver
+kubeconfig_path = standin_fixtures.kubeconfig_path
 
 T = TypeVar("T")
 LABELS = {"app.kubernetes.io/name": "pg", "toygres.io/instance": "inst1"}
@@ -42,7 +44,7 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90.0) ->
 
 
 @pytest.fixture
-def api_client(kubeconfig_path: Path) -> client.ApiClient:  # noqa: F811
+def api_client(kubeconfig_path: Path) -> client.ApiClient:
     return config.new_client_from_config(str(kubeconfig_path))
 
 
@@ -212,7 +214,7 @@ def test_replace_conflict_and_merge_patch(core: client.CoreV1Api) -> None:
     assert conflict.value.status == 409 and '"reason": "Conflict"' in conflict.value.body
 
 
-def test_wrong_token_is_401(kube_apiserver: KubeApiServer) -> None:  # noqa: F811
+def test_wrong_token_is_401(kube_apiserver: KubeApiServer) -> None:
     api = config.new_client_from_config_dict(kube_apiserver.kubeconfig_dict(token="wrong"))
     with pytest.raises(ApiException) as err:
         client.CoreV1Api(api).list_namespace()
@@ -258,7 +260,7 @@ def test_server_side_apply_is_idempotent(core: client.CoreV1Api, apps: client.Ap
     assert frozen.value.status == 422 and '"reason": "Invalid"' in frozen.value.body
 
 
-def test_injected_fault_and_access_log(kube_apiserver: KubeApiServer, core: client.CoreV1Api) -> None:  # noqa: F811
+def test_injected_fault_and_access_log(kube_apiserver: KubeApiServer, core: client.CoreV1Api) -> None:
     kube_apiserver.fail_next("GET", r"^/api/v1/namespaces$", status=500)
     with pytest.raises(ApiException) as err:
         core.list_namespace()
@@ -274,7 +276,7 @@ def test_injected_fault_and_access_log(kube_apiserver: KubeApiServer, core: clie
 def test_statefulset_runs_real_postgres_and_survives_a_kill(
     kube_apiserver: KubeApiServer,
     core: client.CoreV1Api,
-    apps: client.AppsV1Api,  # noqa: F811
+    apps: client.AppsV1Api,
 ) -> None:
     deploy_instance(core, apps, "inst", password="s3cret-pw")
     pod = wait_for("pod ready", lambda: pod_ready(core, "inst", "pg-0"))
@@ -314,7 +316,7 @@ def test_statefulset_runs_real_postgres_and_survives_a_kill(
 def test_never_ready_hold_down_and_namespace_deletion(
     kube_apiserver: KubeApiServer,
     core: client.CoreV1Api,
-    apps: client.AppsV1Api,  # noqa: F811
+    apps: client.AppsV1Api,
 ) -> None:
     kube_apiserver.pod_never_ready("pg")
     deploy_instance(core, apps, "nr")

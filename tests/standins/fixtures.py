@@ -1,8 +1,10 @@
 """pytest fixtures for the Kubernetes and ARM stand-ins.
 
-Import them into a conftest or a test module::
+Register them once in the root ``tests/conftest.py``::
 
-    from tests.standins.fixtures import arm_credential, arm_server, kube_apiserver, kubeconfig_path  # noqa: F401
+    pytest_plugins = ["tests.standins.fixtures"]
+
+or bind them in a test module (``kube_apiserver = fixtures.kube_apiserver``).
 
 ``kube_apiserver``   a started :class:`KubeApiServer` (plain HTTP, bearer token), stopped
                      with all its PostgreSQL backends at teardown.

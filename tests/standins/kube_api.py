@@ -260,8 +260,9 @@ class KubeApi:
                         res,
                         name,
                         "spec",
-                        "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', "
-                        "'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and "
+                        "Forbidden: updates to statefulset spec for fields other than 'replicas', "
+                        "'ordinals', 'template', 'updateStrategy', "
+                        "'persistentVolumeClaimRetentionPolicy' and "
                         "'minReadySeconds' are forbidden",
                     )
             else:
