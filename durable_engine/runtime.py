@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -85,9 +85,6 @@ class Runtime:
         self.options = options or RuntimeOptions()
         self.hints = hints
         self._limits = TurnLimits(self.options.history_cap, self.options.max_dequeue_count)
-        self._threads = ThreadPoolExecutor(
-            max_workers=self.options.activity_concurrency, thread_name_prefix="activity"
-        )
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -133,7 +130,6 @@ class Runtime:
             for task in still_running:
                 task.cancel()
             await asyncio.gather(*still_running, return_exceptions=True)
-        self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> Runtime:
         await self.start()
@@ -383,8 +379,7 @@ class Runtime:
             if registered.is_async:
                 result = await registered.fn(ctx, task.input)
             else:
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self._threads, registered.fn, ctx, task.input)
+                result = await _in_daemon_thread(f"activity-{task.name}", registered.fn, ctx, task.input)
             ensure_json(result, f"the result of activity {task.name!r}")
         except asyncio.CancelledError:
             raise
@@ -415,3 +410,39 @@ class Runtime:
             await asyncio.shield(call)
         except Exception:
             log.warning("abandoning a locked item failed; its lock will expire", exc_info=True)
+
+
+def _in_daemon_thread(name: str, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    """Run a sync activity on its own daemon thread; the future settles on the calling loop.
+
+    Why not a ThreadPoolExecutor: its threads are joined at interpreter exit, so one abandoned
+    sync activity (``shutdown`` after its grace) kept the host process alive until the activity
+    returned, and a pool shut down by ``shutdown`` refused the work of a restarted runtime. An
+    abandoned activity is redelivered anyway (at least once), so dying with the process is fine.
+    Concurrency stays bounded by the dispatch loops (``activity_concurrency``).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # cancelled: the activity was abandoned
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def target() -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = fn(*args)
+        except StopIteration as exc:  # a future refuses StopIteration: it would never settle
+            error = RuntimeError(f"activity raised StopIteration({exc})")
+        except BaseException as exc:  # handed to the awaiting task, which classifies it
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return future

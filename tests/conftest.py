@@ -26,6 +26,8 @@ from psycopg import sql
 
 from toygres.pgserver import EmbeddedPostgres
 
+pytest_plugins = ["tests.standins.fixtures"]
+
 EXTERNAL_URL_ENV = "TOYGRES_TEST_DATABASE_URL"
 
 FAST_TEST_SETTINGS = {

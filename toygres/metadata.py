@@ -182,6 +182,7 @@ class MetadataRepository:
             "database": config.database,
             "username": config.username,
             "create_orchestration_id": create_orchestration_id,
+            "deployment_config": Jsonb(config.model_dump(mode="json")),
         }
         columns = list(params)
         query = sql.SQL(

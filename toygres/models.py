@@ -525,6 +525,8 @@ class InstanceMetadata(BaseModel):
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = None
+    #: what the instance was created with; internal (orchestration inputs), so not in API output
+    deployment_config: DeploymentConfig | None = Field(default=None, exclude=True)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

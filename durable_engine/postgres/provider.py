@@ -74,9 +74,11 @@ def _record(row: dict[str, Any]) -> InstanceRecord:
     )
 
 
+_COLUMN_NAMES = [c.strip() for c in _INSTANCE_COLUMNS.split(",")]
+
+
 def _row_record(row: TupleRow) -> InstanceRecord:
-    names = [c.strip() for c in _INSTANCE_COLUMNS.split(",")]
-    return _record(dict(zip(names, row, strict=True)))
+    return _record(dict(zip(_COLUMN_NAMES, row, strict=True)))
 
 
 def _new_instance_json(instance: NewInstance) -> dict[str, Any]:

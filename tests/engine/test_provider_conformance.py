@@ -54,8 +54,9 @@ def update(
 
 
 def task(instance_id: str, corr_id: int, name: str = "Act", execution_id: int = 1) -> ActivityTask:
-    return ActivityTask(instance_id=instance_id, execution_id=execution_id, corr_id=corr_id, name=name,
-                        input={"n": corr_id})
+    return ActivityTask(
+        instance_id=instance_id, execution_id=execution_id, corr_id=corr_id, name=name, input={"n": corr_id}
+    )
 
 
 async def start(provider: Provider, instance_id: str, name: str = "Orch", **kw: Any) -> None:
@@ -75,8 +76,12 @@ def commit_for(item: OrchestrationItem, *events: HistoryEvent, **kw: Any) -> Tur
     kw.setdefault("consumed_message_ids", [m.id for m in item.messages])
     kw.setdefault("update", None)
     execution_id = item.instance.execution_id if item.instance else 1
-    return TurnCommit(instance_id=item.instance_id, execution_id=kw.pop("execution_id", execution_id),
-                      new_events=list(events), **kw)
+    return TurnCommit(
+        instance_id=item.instance_id,
+        execution_id=kw.pop("execution_id", execution_id),
+        new_events=list(events),
+        **kw,
+    )
 
 
 async def drain_instance(provider: Provider, instance_id: str) -> None:
@@ -97,7 +102,11 @@ async def test_create_instance_is_idempotent_and_enqueues_start(provider: Provid
     record = await provider.get_instance("a")
     assert record is not None
     assert (record.name, record.version, record.status, record.execution_id) == (
-        "Orch", "2.0.0", RuntimeStatus.PENDING, 1)
+        "Orch",
+        "2.0.0",
+        RuntimeStatus.PENDING,
+        1,
+    )
     assert record.input == {"x": 1}
     assert record.parent_instance_id == "parent-1"
     assert record.created_at is not None and record.updated_at is not None
@@ -111,7 +120,12 @@ async def test_create_instance_is_idempotent_and_enqueues_start(provider: Provid
     msg = item.messages[0]
     assert msg.kind is MessageKind.START
     assert (msg.name, msg.version, msg.data, msg.execution_id, msg.parent) == (
-        "Orch", "2.0.0", {"x": 1}, 1, parent)
+        "Orch",
+        "2.0.0",
+        {"x": 1},
+        1,
+        parent,
+    )
     assert msg.id is not None
     assert item.dequeue_count == 1
 
@@ -124,8 +138,11 @@ async def test_fetch_returns_all_visible_messages_of_one_instance_and_locks_it(p
 
     first = await fetch(provider)
     assert first.instance_id == "a"
-    assert [m.kind for m in first.messages] == [MessageKind.START, MessageKind.EVENT_RAISED,
-                                                MessageKind.EVENT_RAISED]
+    assert [m.kind for m in first.messages] == [
+        MessageKind.START,
+        MessageKind.EVENT_RAISED,
+        MessageKind.EVENT_RAISED,
+    ]
     assert [m.data for m in first.messages[1:]] == [1, 2]
     ids = [m.id for m in first.messages if m.id is not None]
     assert len(ids) == 3 and ids == sorted(ids)
@@ -190,8 +207,12 @@ async def test_expired_lock_makes_item_fetchable_and_old_token_loses(
     with pytest.raises(LockLostError):
         await provider.commit_turn(
             stale.lock_token,
-            commit_for(stale, event(1), update=update(status=RuntimeStatus.COMPLETED, output="stale"),
-                       activity_tasks=[task("a", 1)]),
+            commit_for(
+                stale,
+                event(1),
+                update=update(status=RuntimeStatus.COMPLETED, output="stale"),
+                activity_tasks=[task("a", 1)],
+            ),
         )
     # the stale commit changed nothing
     assert await provider.read_history("a") == []
@@ -301,7 +322,11 @@ async def test_history_appends_in_event_order_and_status_updates(provider: Provi
     record = await provider.get_instance("a")
     assert record is not None
     assert (record.status, record.error, record.custom_status, record.input) == (
-        RuntimeStatus.FAILED, error, "done", {"in": 1})
+        RuntimeStatus.FAILED,
+        error,
+        "done",
+        {"in": 1},
+    )
     assert record.updated_at is not None and record.created_at is not None
     assert record.updated_at >= record.created_at
 
@@ -312,13 +337,21 @@ async def test_continue_as_new_drops_old_history(provider: Provider) -> None:
     await provider.commit_turn(item.lock_token, commit_for(item, event(1), event(2), update=update()))
     await provider.enqueue_orchestrator_message(raised("eternal", "tick"))
     item = await fetch(provider)
-    restart = OrchestratorMessage(kind=MessageKind.CONTINUE_AS_NEW, instance_id="eternal", execution_id=2,
-                                  name="Orch", data={"round": 2})
+    restart = OrchestratorMessage(
+        kind=MessageKind.CONTINUE_AS_NEW,
+        instance_id="eternal",
+        execution_id=2,
+        name="Orch",
+        data={"round": 2},
+    )
     await provider.commit_turn(
         item.lock_token,
-        commit_for(item, event(3, EventKind.CONTINUED_AS_NEW, data={"round": 2}),
-                   update=update(execution_id=2, input={"round": 2}),
-                   orchestrator_messages=[TimedMessage(restart)]),
+        commit_for(
+            item,
+            event(3, EventKind.CONTINUED_AS_NEW, data={"round": 2}),
+            update=update(execution_id=2, input={"round": 2}),
+            orchestrator_messages=[TimedMessage(restart)],
+        ),
     )
     assert await provider.read_history("eternal") == []
     record = await provider.get_instance("eternal")
@@ -339,12 +372,17 @@ async def test_new_instances_are_created_once(provider: Provider) -> None:
     item = await fetch(provider)
     link = {"instance": "parent", "execution_id": 1, "corr_id": 1}
     child = NewInstance("parent::1", "Child", "1.0.0", {"c": 1}, parent=link)
-    await provider.commit_turn(item.lock_token, commit_for(item, event(1), update=update(),
-                                                           new_instances=[child]))
+    await provider.commit_turn(
+        item.lock_token, commit_for(item, event(1), update=update(), new_instances=[child])
+    )
     record = await provider.get_instance("parent::1")
     assert record is not None
     assert (record.name, record.status, record.parent_instance_id, record.input) == (
-        "Child", RuntimeStatus.PENDING, "parent", {"c": 1})
+        "Child",
+        RuntimeStatus.PENDING,
+        "parent",
+        {"c": 1},
+    )
 
     # a later turn that (wrongly) asks again must not create a second Start
     await provider.enqueue_orchestrator_message(raised("parent", "again"))
@@ -355,8 +393,9 @@ async def test_new_instances_are_created_once(provider: Provider) -> None:
     await provider.commit_turn(item.lock_token, commit_for(item))
     item = await fetch(provider)
     assert item.instance_id == "parent"
-    await provider.commit_turn(item.lock_token, commit_for(item, event(2), update=update(),
-                                                           new_instances=[child]))
+    await provider.commit_turn(
+        item.lock_token, commit_for(item, event(2), update=update(), new_instances=[child])
+    )
     assert await provider.fetch_orchestration_item(LONG) is None
 
 
@@ -366,14 +405,20 @@ async def test_commit_enqueues_delayed_timers_and_messages_to_other_instances(
     await start(provider, "a")
     item = await fetch(provider)
     fired = OrchestratorMessage(kind=MessageKind.TIMER_FIRED, instance_id="a", execution_id=1, corr_id=1)
-    to_parent = OrchestratorMessage(kind=MessageKind.SUB_ORCHESTRATION_COMPLETED, instance_id="p",
-                                    execution_id=1, corr_id=4, data="ok")
+    to_parent = OrchestratorMessage(
+        kind=MessageKind.SUB_ORCHESTRATION_COMPLETED, instance_id="p", execution_id=1, corr_id=4, data="ok"
+    )
     await provider.commit_turn(
         item.lock_token,
-        commit_for(item, event(1), update=update(), orchestrator_messages=[
-            TimedMessage(fired, visible_at=provider.now() + timedelta(seconds=0.3)),
-            TimedMessage(to_parent),
-        ]),
+        commit_for(
+            item,
+            event(1),
+            update=update(),
+            orchestrator_messages=[
+                TimedMessage(fired, visible_at=provider.now() + timedelta(seconds=0.3)),
+                TimedMessage(to_parent),
+            ],
+        ),
     )
     item = await fetch(provider)
     assert item.instance_id == "p"
@@ -390,8 +435,9 @@ async def test_commit_enqueues_delayed_timers_and_messages_to_other_instances(
 async def schedule_tasks(provider: Provider, instance_id: str, *tasks: ActivityTask) -> None:
     await start(provider, instance_id)
     item = await fetch(provider)
-    await provider.commit_turn(item.lock_token, commit_for(item, event(1), update=update(),
-                                                           activity_tasks=list(tasks)))
+    await provider.commit_turn(
+        item.lock_token, commit_for(item, event(1), update=update(), activity_tasks=list(tasks))
+    )
 
 
 async def test_activity_fetch_lock_renew_complete(provider: Provider) -> None:
@@ -406,12 +452,14 @@ async def test_activity_fetch_lock_renew_complete(provider: Provider) -> None:
     assert await provider.fetch_activity(LONG) is None
 
     assert await provider.renew_activity_lock(first.lock_token, LONG) is True
-    done = OrchestratorMessage(kind=MessageKind.ACTIVITY_COMPLETED, instance_id="a", execution_id=1,
-                               corr_id=1, data={"result": 1})
+    done = OrchestratorMessage(
+        kind=MessageKind.ACTIVITY_COMPLETED, instance_id="a", execution_id=1, corr_id=1, data={"result": 1}
+    )
     assert await provider.complete_activity(first.lock_token, done) is True
     item = await fetch(provider)
     assert [(m.kind, m.corr_id, m.data) for m in item.messages] == [
-        (MessageKind.ACTIVITY_COMPLETED, 1, {"result": 1})]
+        (MessageKind.ACTIVITY_COMPLETED, 1, {"result": 1})
+    ]
     # completing twice is refused: the task is gone
     assert await provider.complete_activity(first.lock_token, done) is False
     assert await provider.renew_activity_lock(first.lock_token, LONG) is False
@@ -430,14 +478,16 @@ async def test_activity_lock_expiry_redelivers_and_old_token_loses(
     assert fresh.task.corr_id == 1 and fresh.dequeue_count == 2
     assert fresh.lock_token != stale.lock_token
 
-    late = OrchestratorMessage(kind=MessageKind.ACTIVITY_COMPLETED, instance_id="a", execution_id=1,
-                               corr_id=1, data="stale")
+    late = OrchestratorMessage(
+        kind=MessageKind.ACTIVITY_COMPLETED, instance_id="a", execution_id=1, corr_id=1, data="stale"
+    )
     assert await provider.renew_activity_lock(stale.lock_token, LONG) is False
     assert await provider.complete_activity(stale.lock_token, late) is False
     assert await provider.fetch_orchestration_item(LONG) is None, "a lost completion must enqueue nothing"
 
-    ok = OrchestratorMessage(kind=MessageKind.ACTIVITY_COMPLETED, instance_id="a", execution_id=1,
-                             corr_id=1, data="fresh")
+    ok = OrchestratorMessage(
+        kind=MessageKind.ACTIVITY_COMPLETED, instance_id="a", execution_id=1, corr_id=1, data="fresh"
+    )
     assert await provider.complete_activity(fresh.lock_token, ok) is True
     item = await fetch(provider)
     assert [m.data for m in item.messages] == ["fresh"]
@@ -490,8 +540,10 @@ async def test_list_instances_pages_and_filters(provider: Provider) -> None:
 
     item = await fetch(provider)
     assert item.instance_id == "i00"
-    await provider.commit_turn(item.lock_token, commit_for(
-        item, event(1), update=update(name="Even", status=RuntimeStatus.COMPLETED, output=1)))
+    await provider.commit_turn(
+        item.lock_token,
+        commit_for(item, event(1), update=update(name="Even", status=RuntimeStatus.COMPLETED, output=1)),
+    )
     done, _ = await provider.list_instances(status=RuntimeStatus.COMPLETED)
     assert [r.instance_id for r in done] == ["i00"] and done[0].output == 1
     pending_odd, _ = await provider.list_instances(status=RuntimeStatus.PENDING, name="Odd", limit=2)
@@ -503,8 +555,10 @@ async def test_list_instances_pages_and_filters(provider: Provider) -> None:
 async def complete(provider: Provider, instance_id: str) -> None:
     item = await fetch(provider)
     assert item.instance_id == instance_id
-    await provider.commit_turn(item.lock_token, commit_for(
-        item, event(1), update=update(status=RuntimeStatus.COMPLETED, output="ok")))
+    await provider.commit_turn(
+        item.lock_token,
+        commit_for(item, event(1), update=update(status=RuntimeStatus.COMPLETED, output="ok")),
+    )
 
 
 async def test_purge_instance_only_when_terminal(provider: Provider) -> None:
@@ -524,8 +578,12 @@ async def test_purge_instance_only_when_terminal(provider: Provider) -> None:
 async def test_purge_removes_queued_activity_tasks(provider: Provider) -> None:
     await start(provider, "a")
     item = await fetch(provider)
-    await provider.commit_turn(item.lock_token, commit_for(
-        item, event(1), update=update(status=RuntimeStatus.CANCELLED), activity_tasks=[task("a", 1)]))
+    await provider.commit_turn(
+        item.lock_token,
+        commit_for(
+            item, event(1), update=update(status=RuntimeStatus.CANCELLED), activity_tasks=[task("a", 1)]
+        ),
+    )
     assert await provider.purge_instance("a") is True
     assert await provider.fetch_activity(LONG) is None
 
@@ -560,8 +618,9 @@ async def test_wait_for_work_wakes_worker_on_committed_task(provider: Provider) 
     waiter = asyncio.create_task(provider.wait_for_work("worker", 30.0))
     await asyncio.sleep(0.2)
     assert not waiter.done()
-    await provider.commit_turn(item.lock_token, commit_for(item, event(1), update=update(),
-                                                           activity_tasks=[task("a", 1)]))
+    await provider.commit_turn(
+        item.lock_token, commit_for(item, event(1), update=update(), activity_tasks=[task("a", 1)])
+    )
     await asyncio.wait_for(waiter, 10)
 
 
@@ -571,8 +630,9 @@ async def test_wait_for_instance_change_wakes_on_commit(provider: Provider) -> N
     waiter = asyncio.create_task(provider.wait_for_instance_change("a", 30.0))
     await asyncio.sleep(0.2)
     assert not waiter.done()
-    await provider.commit_turn(item.lock_token, commit_for(
-        item, event(1), update=update(status=RuntimeStatus.COMPLETED)))
+    await provider.commit_turn(
+        item.lock_token, commit_for(item, event(1), update=update(status=RuntimeStatus.COMPLETED))
+    )
     await asyncio.wait_for(waiter, 10)
 
 
@@ -607,8 +667,9 @@ async def test_postgres_wait_for_work_wakes_when_a_delayed_message_is_due(pg_dsn
 async def test_postgres_concurrent_connect_and_bad_schema(pg_dsn: str) -> None:
     from durable_engine.postgres import PostgresProvider
 
-    a, b = await asyncio.gather(PostgresProvider.connect(pg_dsn, schema="eng"),
-                                PostgresProvider.connect(pg_dsn, schema="eng"))
+    a, b = await asyncio.gather(
+        PostgresProvider.connect(pg_dsn, schema="eng"), PostgresProvider.connect(pg_dsn, schema="eng")
+    )
     try:
         await start(a, "x")
         item = await fetch(b)
@@ -649,6 +710,7 @@ async def test_postgres_concurrent_fetchers_never_share_an_instance(pg_dsn: str)
     overlaps: list[str] = []
     rng = random.Random(7)
     try:
+
         async def produce() -> None:
             for n in range(total):
                 await providers[n % 2].enqueue_orchestrator_message(raised(rng.choice(instances), "m", n))
@@ -677,3 +739,34 @@ async def test_postgres_concurrent_fetchers_never_share_an_instance(pg_dsn: str)
             await p.close()
     assert overlaps == []
     assert sorted(consumed) == list(range(total)), "every message is delivered and consumed exactly once"
+
+
+@pytest.mark.postgres
+async def test_postgres_listener_survives_a_dropped_connection(pg_dsn: str) -> None:
+    import psycopg
+
+    from durable_engine.postgres import PostgresProvider
+
+    provider = await PostgresProvider.connect(pg_dsn)
+    listen_sql = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+    )
+    try:
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as admin:
+            old = [r[0] for r in await (await admin.execute(listen_sql)).fetchall()]
+            assert len(old) == 1
+            await admin.execute("SELECT pg_terminate_backend(%s)", (old[0],))
+            deadline = time.monotonic() + 10
+            while True:
+                pids = [r[0] for r in await (await admin.execute(listen_sql)).fetchall()]
+                if pids and pids != old:
+                    break
+                assert time.monotonic() < deadline, "the listener did not reconnect"
+                await asyncio.sleep(0.05)
+        waiter = asyncio.create_task(provider.wait_for_work("orchestrator", 30.0))
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        await provider.enqueue_orchestrator_message(raised("a", "wake"))
+        await asyncio.wait_for(waiter, 10)
+    finally:
+        await provider.close()

@@ -105,13 +105,7 @@ class KubeApi:
             raise ApiError(400, "the body of the request was in an unknown format")
         kind, api_version = body.get("kind"), body.get("apiVersion")
         if kind is not None and kind != res.kind:
-            raise ApiError(
-                400,
-                f"the API version in the data ({api_version}) does not match the expected "
-                f"API version ({res.api_version})"
-                if api_version != res.api_version
-                else f"kind {kind} does not match the expected kind {res.kind}",
-            )
+            raise ApiError(400, f"the kind in the data ({kind}) does not match the expected kind {res.kind}")
         if api_version is not None and api_version != res.api_version:
             raise ApiError(
                 400,

@@ -146,7 +146,8 @@ class Controller:
             try:
                 self.reconcile()
             except Exception as exc:  # keep the controller alive; tests can inspect .errors
-                self.errors.append(repr(exc))
+                if len(self.errors) < 100:
+                    self.errors.append(repr(exc))
 
     # -- fault switches ------------------------------------------------------------------------
     def kill_pod(self, namespace: str, pod: str) -> None:

@@ -24,7 +24,7 @@ SPECS = {
     "loadbalancer": InstanceSpec(instance_id="inst-3", name="public-db", postgres_version="15",
                                  storage_size="5Gi", username="pub", service_type="LoadBalancer",
                                  load_balancer_source_ranges=("10.0.0.0/8", "203.0.113.7/32")),
-    "limits-only": InstanceSpec(instance_id="inst-4", name="a" * 40, postgres_version="17",
+    "limits-only": InstanceSpec(instance_id="inst-4", name="a" * 52, postgres_version="17",
                                 storage_size="500Mi", username="_x", memory_limit="1Gi"),
 }
 
@@ -88,10 +88,8 @@ def test_statefulset_content() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["PGDATA"]["value"] == "/var/lib/postgresql/data/pgdata"
     assert env["POSTGRES_DB"]["value"] == "orders"
-    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "orders-db-credentials",
-                                                                     "key": "password"}
-    assert env["POSTGRES_USER"]["valueFrom"]["secretKeyRef"] == {"name": "orders-db-credentials",
-                                                                 "key": "username"}
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "orders-db", "key": "password"}
+    assert env["POSTGRES_USER"]["valueFrom"]["secretKeyRef"] == {"name": "orders-db", "key": "username"}
     assert container["volumeMounts"] == [{"name": "data", "mountPath": "/var/lib/postgresql/data"}]
     probe = ["pg_isready", "-U", "orders", "-d", "postgres", "-h", "127.0.0.1"]
     assert container["readinessProbe"]["exec"]["command"] == probe
@@ -141,7 +139,7 @@ def test_service_types() -> None:
 def test_names_and_selector() -> None:
     spec = SPECS["minimal"]
     names = manifests.object_names(spec)
-    assert names.as_dict() == {"statefulset": "pg-min", "service": "pg-min", "secret": "pg-min-credentials",
+    assert names.as_dict() == {"statefulset": "pg-min", "service": "pg-min", "secret": "pg-min",
                                "pod": "pg-min-0", "pvc": "data-pg-min-0"}
     assert manifests.instance_label_selector(spec) == (
         "app.kubernetes.io/instance=pg-min,app.kubernetes.io/managed-by=toygres,"
@@ -155,7 +153,7 @@ def test_spec_round_trips_through_json() -> None:
 
 
 @pytest.mark.parametrize(("field", "value"), [
-    ("name", "Bad_Name"), ("name", "a" * 41), ("name", "-x"), ("storage_size", "ten gigs"),
+    ("name", "Bad_Name"), ("name", "a" * 53), ("name", "-x"), ("storage_size", "ten gigs"),
     ("username", "Robert'); DROP"), ("service_type", "NodePort"), ("cpu_limit", "lots"),
     ("instance_id", "has space"),
 ])

@@ -45,7 +45,11 @@ def test_full_cycle(runtime: LocalRuntime) -> None:
     with pytest.raises(InstanceNotFound):
         runtime.read_password(SPEC)
 
-    ref = runtime.deploy(SPEC, PASSWORD)
+    # A password stored ahead of deploy (user-chosen) is the one the server is initialised with.
+    stored_ref = runtime.store_password(SPEC, PASSWORD)
+    assert runtime.status(SPEC).ready is False
+    ref = runtime.deploy(SPEC, "ignored because one is stored")
+    assert ref == stored_ref
     inst_dir = runtime.instance_dir(SPEC)
     assert ref == f"file:{inst_dir / 'password'}"
     assert PASSWORD not in ref

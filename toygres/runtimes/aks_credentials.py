@@ -13,9 +13,10 @@ obtained from the same azure-identity credential.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import yaml
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 from kubernetes import config as k8s_config
-from kubernetes.client import ApiClient
+from kubernetes.client import ApiClient, Configuration
 
 from toygres.runtimes.base import DeployError
 
@@ -36,19 +37,28 @@ DEFAULT_ARM_SCOPES: tuple[str, ...] = ("https://management.azure.com/.default",)
 ApiClientFactory = Callable[[], ApiClient]
 
 
-def api_client_from_kubeconfig(config_file: str | Path, context: str | None = None) -> ApiClient:
-    """A fresh client for one cluster (does not touch the process-global kubernetes configuration)."""
+def api_client_from_kubeconfig(config_file: str | Path | None, context: str | None = None) -> ApiClient:
+    """A fresh client for one cluster (does not touch the process-global kubernetes configuration).
+
+    ``config_file=None``: the in-cluster service account when running in a pod, else the
+    default kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``).
+    """
+    if config_file is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = Configuration()
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return ApiClient(configuration)
     client: ApiClient = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(config_file), context=context, persist_config=False)
+        config_file=str(config_file) if config_file is not None else None, context=context,
+        persist_config=False)
     return client
 
 
 class KubeconfigClientFactory:
     """Client from a kubeconfig file, re-read every ``reload_after`` seconds (exec tokens, rotated certs)."""
 
-    def __init__(self, config_file: str | Path, *, context: str | None = None,
+    def __init__(self, config_file: str | Path | None = None, *, context: str | None = None,
                  reload_after: float = 600.0, clock: Callable[[], float] = time.time) -> None:
-        self.config_file = Path(config_file)
+        self.config_file = Path(config_file) if config_file is not None else None
         self.context = context
         self.reload_after = reload_after
         self._clock = clock
@@ -63,6 +73,11 @@ class KubeconfigClientFactory:
                 self._client = api_client_from_kubeconfig(self.config_file, self.context)
                 self._expires_at = now + self.reload_after
             return self._client
+
+    def invalidate(self) -> None:
+        """Re-read the file on next use (e.g. after the API server answered 401)."""
+        with self._lock:
+            self._client = None
 
 
 @dataclass(frozen=True)
@@ -137,12 +152,14 @@ class AksClientFactory:
         refresh_margin: float = 300.0,
         static_credential_ttl: float = 3600.0,
         clock: Callable[[], float] = time.time,
+        arm_client_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         """``credential`` defaults to ``DefaultAzureCredential()`` (managed identity in Azure).
 
         ``connection_verify`` is passed to azure-core (a CA bundle path for test
         stand-ins). ``static_credential_ttl`` bounds how long a kubeconfig without
         an expiring token (client certificates) is reused before re-fetching.
+        ``arm_client_kwargs`` go to ``ContainerServiceClient`` (e.g. ``retry_total``).
         """
         if credential is None:
             from azure.identity import DefaultAzureCredential
@@ -156,6 +173,7 @@ class AksClientFactory:
         self.refresh_margin = refresh_margin
         self.static_credential_ttl = static_credential_ttl
         self._clock = clock
+        self.arm_client_kwargs = dict(arm_client_kwargs or {})
         self._lock = threading.Lock()
         self._client: ApiClient | None = None
         self._expires_at = 0.0
@@ -178,6 +196,7 @@ class AksClientFactory:
         client = ContainerServiceClient(
             self.credential, self.cluster.subscription_id, base_url=self.arm_base_url,
             credential_scopes=list(self.arm_scopes), connection_verify=self.connection_verify,
+            **self.arm_client_kwargs,
         )
         try:
             result = client.managed_clusters.list_cluster_user_credentials(
@@ -213,3 +232,24 @@ class AksClientFactory:
             kubeconfig, persist_config=False)
         # Refresh before expiry, but never cache for less than a few seconds (clock skew, tiny TTLs).
         return client, max(now + 5.0, expires_at - self.refresh_margin)
+
+
+def client_factory_for(
+    *,
+    kubeconfig: str | Path | None = None,
+    context: str | None = None,
+    aks_subscription_id: str | None = None,
+    aks_resource_group: str | None = None,
+    aks_cluster_name: str | None = None,
+    credential: TokenCredential | None = None,
+    arm_base_url: str = DEFAULT_ARM_BASE_URL,
+) -> ApiClientFactory:
+    """Pick the credential source the settings describe: AKS when all three AKS fields are set,
+    else the kubeconfig file (or the default kubeconfig / in-cluster config)."""
+    aks = (aks_subscription_id, aks_resource_group, aks_cluster_name)
+    if all(aks):
+        cluster = AksCluster(str(aks_subscription_id), str(aks_resource_group), str(aks_cluster_name))
+        return AksClientFactory(cluster, credential=credential, arm_base_url=arm_base_url)
+    if any(aks):
+        raise ValueError("AKS credentials need aks_subscription_id, aks_resource_group and aks_cluster_name")
+    return KubeconfigClientFactory(kubeconfig, context=context)

@@ -15,8 +15,10 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 ServiceType = Literal["ClusterIP", "LoadBalancer"]
 
-#: Instance names become Kubernetes object names, DNS labels and directory names.
-NAME_MAX_LENGTH = 40
+#: Instance names become Kubernetes object names, DNS labels and directory names. 52 is the
+#: longest StatefulSet name whose pods still get a valid ``controller-revision-hash`` label
+#: (``<name>-<10 char hash>`` must fit the 63-character label limit).
+NAME_MAX_LENGTH = 52
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 # A Kubernetes label value: <=63 chars, alphanumerics plus '-', '_', '.' inside.

@@ -20,6 +20,7 @@ the "pod's" PostgreSQL; a real cluster never sets it.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -82,7 +83,10 @@ class KubernetesRuntime:
     # ------------------------------------------------------------------ plumbing
 
     def _apis(self) -> tuple[CoreV1Api, AppsV1Api]:
-        client = self.api_client_factory()
+        try:
+            client = self.api_client_factory()
+        except (ConfigException, OSError) as exc:  # missing/invalid kubeconfig: retrying will not help
+            raise DeployError(f"cannot build a Kubernetes client: {exc}", retryable=False) from None
         return CoreV1Api(client), AppsV1Api(client)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -159,6 +163,16 @@ class KubernetesRuntime:
         if owner != spec.instance_id:
             raise DeployError(f"secret {ns}/{name} exists and belongs to instance {owner!r}, "
                               f"not {spec.instance_id!r}", retryable=False, status=409)
+
+    def store_password(self, spec: InstanceSpec, password: str) -> str:
+        """Create the credentials Secret ahead of ``deploy`` (e.g. for a user-chosen password).
+
+        Like ``deploy``, keeps an existing Secret: the first stored password wins.
+        """
+        core, _ = self._apis()
+        self._ensure_namespace(core)
+        self._ensure_secret(core, spec, password)
+        return self._password_ref(spec)
 
     def deploy(self, spec: InstanceSpec, password: str) -> str:
         core, apps = self._apis()
@@ -255,33 +269,37 @@ class KubernetesRuntime:
         core, apps = self._apis()
         ns = self.namespace
         names = manifests.object_names(spec)
-        timeout = self.request_timeout
+        raw: dict[str, Any] = {"_request_timeout": self.request_timeout, "_preload_content": False}
         removed = [
-            self._ignore_404(
-                f"delete statefulset {ns}/{names.statefulset}",
-                lambda: apps.delete_namespaced_stateful_set(
-                    names.statefulset, ns, propagation_policy="Background", _request_timeout=timeout)),
-            self._ignore_404(f"delete service {ns}/{names.service}", lambda: core.delete_namespaced_service(
-                names.service, ns, _request_timeout=timeout)),
-            self._ignore_404(f"delete secret {ns}/{names.secret}", lambda: core.delete_namespaced_secret(
-                names.secret, ns, _request_timeout=timeout)),
+            self._delete(f"statefulset {ns}/{names.statefulset}", lambda: apps.delete_namespaced_stateful_set(
+                names.statefulset, ns, propagation_policy="Background", **raw)),
+            self._delete(f"service {ns}/{names.service}",
+                         lambda: core.delete_namespaced_service(names.service, ns, **raw)),
+            self._delete(f"secret {ns}/{names.secret}",
+                         lambda: core.delete_namespaced_secret(names.secret, ns, **raw)),
         ]
         selector = manifests.instance_label_selector(spec)
         pvcs = self._call(f"list pvcs {ns} {selector}", lambda: core.list_namespaced_persistent_volume_claim(
-            ns, label_selector=selector, _request_timeout=timeout))
+            ns, label_selector=selector, _request_timeout=self.request_timeout))
         for pvc in pvcs.items or []:
             # A PVC already terminating (pvc-protection waits for the pod to go) needs nothing
             # more from us, and must not make a repeated delete report "removed" again.
-            if pvc.metadata is not None and pvc.metadata.name and pvc.metadata.deletion_timestamp is None:
-                removed.append(self._delete_pvc(core, pvc.metadata.name))
-        return any(r is not None for r in removed)
+            meta = pvc.metadata
+            if meta is not None and meta.name and meta.deletion_timestamp is None:
+                delete_pvc = functools.partial(
+                    core.delete_namespaced_persistent_volume_claim, meta.name, ns, **raw)
+                removed.append(self._delete(f"pvc {ns}/{meta.name}", delete_pvc))
+        return any(removed)
 
-    def _delete_pvc(self, core: CoreV1Api, name: str) -> object | None:
-        ns = self.namespace
-        return self._ignore_404(
-            f"delete pvc {ns}/{name}",
-            lambda: core.delete_namespaced_persistent_volume_claim(
-                name, ns, _request_timeout=self.request_timeout))
+    def _delete(self, what: str, fn: Callable[[], Any]) -> bool:
+        """Run a delete without deserialising its answer: servers return either the object or a
+        ``Status`` there, and only the HTTP status matters. True if it existed."""
+        response = self._ignore_404(f"delete {what}", fn)
+        if response is None:
+            return False
+        response.drain_conn()
+        response.release_conn()
+        return True
 
     # ------------------------------------------------------------------ secrets / metadata
 

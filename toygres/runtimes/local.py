@@ -79,16 +79,29 @@ class LocalRuntime:
 
     # ------------------------------------------------------------------ InstanceRuntime
 
+    def store_password(self, spec: InstanceSpec, password: str) -> str:
+        """Write the password file ahead of ``deploy`` (e.g. for a user-chosen password).
+
+        Like ``deploy``, keeps an existing file: the first stored password wins.
+        """
+        with self._locked(spec):
+            return self._store_password(spec, password)
+
+    def _store_password(self, spec: InstanceSpec, password: str) -> str:
+        self.instance_dir(spec).mkdir(parents=True, exist_ok=True)
+        self._check_owner(spec)
+        pw_file = self._password_file(spec)
+        if not pw_file.exists():
+            _write_private(pw_file, password)
+        if not self._runtime_file(spec).exists():
+            self._write_runtime(spec, None)  # claim the directory for this instance id
+        return f"file:{pw_file}"
+
     def deploy(self, spec: InstanceSpec, password: str) -> str:
         """Create, start or leave alone; the first password written wins (see the protocol)."""
         with self._locked(spec):
-            inst_dir = self.instance_dir(spec)
-            inst_dir.mkdir(parents=True, exist_ok=True)
-            self._check_owner(spec)
-            pw_file = self._password_file(spec)
-            if not pw_file.exists():
-                _write_private(pw_file, password)
-            stored = pw_file.read_text()
+            ref = self._store_password(spec, password)
+            stored = self.read_password(spec)
             server = self._server(spec, stored)
             try:
                 server.start(timeout=self.start_timeout)
@@ -99,7 +112,7 @@ class LocalRuntime:
             self._write_runtime(spec, server.port)
             if spec.database != "postgres":
                 self._ensure_database(spec, server.port, stored)
-            return f"file:{pw_file}"
+            return ref
 
     def status(self, spec: InstanceSpec) -> RuntimeStatus:
         inst_dir = self.instance_dir(spec)
@@ -164,7 +177,7 @@ class LocalRuntime:
             raise DeployError(f"{self.instance_dir(spec)} belongs to instance {recorded['instance_id']}",
                               retryable=False)
 
-    def _write_runtime(self, spec: InstanceSpec, port: int) -> None:
+    def _write_runtime(self, spec: InstanceSpec, port: int | None) -> None:
         data = {"instance_id": spec.instance_id, "name": spec.name, "host": LOCAL_HOST, "port": port}
         target = self._runtime_file(spec)
         tmp = target.with_suffix(".tmp")

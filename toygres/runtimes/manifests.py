@@ -47,7 +47,7 @@ def object_names(spec: InstanceSpec) -> ObjectNames:
     return ObjectNames(
         statefulset=spec.name,
         service=spec.name,
-        secret=f"{spec.name}-credentials",
+        secret=spec.name,  # the metadata's PasswordRef names the Secret after the instance too
         pod=f"{spec.name}-0",
         pvc=f"{DATA_VOLUME}-{spec.name}-0",
     )

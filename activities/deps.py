@@ -1,0 +1,48 @@
+"""What Toygres activities need from the outside world, bundled so tests can build it too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from durable_engine import Client
+from toygres.metadata import MetadataRepository
+from toygres.models import DeploymentConfig, RuntimeKind
+from toygres.runtimes.base import InstanceRuntime, InstanceSpec
+
+
+@dataclass
+class ActivityDeps:
+    metadata: MetadataRepository
+    runtimes: Mapping[RuntimeKind, InstanceRuntime]
+    #: the engine client, for activities that manage other orchestrations (monitors)
+    client: Client
+    #: how long one health-check connection attempt may take
+    health_check_timeout: float = 5.0
+
+    def runtime_for(self, config: DeploymentConfig) -> InstanceRuntime:
+        try:
+            return self.runtimes[config.runtime]
+        except KeyError:
+            configured = ", ".join(kind.value for kind in self.runtimes) or "none"
+            raise LookupError(
+                f"runtime {config.runtime.value!r} is not configured in this control plane "
+                f"(configured: {configured})"
+            ) from None
+
+
+def instance_spec(config: DeploymentConfig) -> InstanceSpec:
+    """The runtime's view of an instance; object names are the collision-free ``k8s_name``."""
+    return InstanceSpec(
+        instance_id=str(config.instance_id),
+        name=config.k8s_name,
+        postgres_version=config.postgres_version,
+        storage_size=config.storage_size,
+        storage_class=config.storage_class,
+        cpu_request=config.resources.cpu,
+        memory_request=config.resources.memory,
+        username=config.username,
+        database=config.database,
+        service_type=config.service_type.value,  # type: ignore[arg-type]
+        load_balancer_source_ranges=tuple(config.load_balancer_source_ranges),
+    )

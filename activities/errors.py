@@ -1,0 +1,18 @@
+"""Error types activities raise, named so orchestrations and retry policies can tell them apart.
+
+The engine surfaces an activity's exception *type name* to orchestration code, so these names
+are part of the contract: ``TransientPlatformError`` is worth retrying, the others are not.
+"""
+
+from __future__ import annotations
+
+
+class TransientPlatformError(Exception):
+    """The platform (Kubernetes API, ARM, a local process) failed in a way a retry may fix."""
+
+
+class PermanentPlatformError(Exception):
+    """The platform refused the request; retrying the same request cannot help."""
+
+
+NON_RETRYABLE = frozenset({"PermanentPlatformError", "LookupError", "ValidationError", "InvalidStateTransition"})

@@ -1,0 +1,55 @@
+"""The HealthCheck activity: connect to the instance like a client would and time a query."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from durable_engine import ActivityContext
+from toygres.models import DeploymentConfig, HealthCheckResult, HealthStatus
+from toygres.runtimes.base import DeployError, InstanceNotFound
+
+from .deps import ActivityDeps, instance_spec
+
+
+async def health_check(deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]) -> dict[str, Any]:
+    """Never raises for an unhealthy instance: "unhealthy" is a result to record, not a failure."""
+    config = DeploymentConfig.model_validate(raw)
+    runtime, spec = deps.runtime_for(config), instance_spec(config)
+    checked_at = datetime.now(UTC)
+
+    def result(status: HealthStatus, message: str, **extra: Any) -> dict[str, Any]:
+        model = HealthCheckResult(status=status, checked_at=checked_at, message=message, **extra)
+        return model.model_dump(mode="json")
+
+    try:
+        observed = await asyncio.to_thread(runtime.status, spec)
+        password = await asyncio.to_thread(runtime.read_password, spec)
+    except (DeployError, InstanceNotFound) as exc:
+        return result(HealthStatus.UNHEALTHY, f"cannot inspect the instance: {exc}")
+    if not observed.exists:
+        return result(HealthStatus.UNHEALTHY, "the instance's resources do not exist")
+    if observed.endpoint is None:
+        return result(HealthStatus.UNHEALTHY, f"no endpoint ({observed.phase}: {observed.message})")
+    started = time.perf_counter()
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            host=observed.endpoint.host,
+            port=observed.endpoint.port,
+            user=config.username,
+            password=password,
+            dbname=config.database,
+            connect_timeout=max(int(deps.health_check_timeout), 1),
+        ) as conn:
+            cur = await conn.execute("SELECT current_setting('server_version')")
+            row = await cur.fetchone()
+    except (psycopg.Error, OSError) as exc:
+        # the message of a failed connection names host and user, never the password
+        return result(HealthStatus.UNHEALTHY, f"connection failed: {type(exc).__name__}: {exc}".strip()[:500])
+    latency_ms = (time.perf_counter() - started) * 1000
+    version = str(row[0]) if row else None
+    return result(HealthStatus.HEALTHY, "ok", latency_ms=round(latency_ms, 2), server_version=version)

@@ -1,0 +1,116 @@
+"""UpdateMetadata and the activities that look after health-monitor orchestrations.
+
+UpdateMetadata takes one validated operation per call (a discriminated union), so the
+orchestrations state *what* changed and the repository's compare-and-set keeps retries harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from durable_engine import ActivityContext, RuntimeStatus
+from toygres.models import HealthCheckResult, InstanceState
+
+from .deps import ActivityDeps
+
+
+class _Op(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    instance_id: UUID
+
+
+class SetState(_Op):
+    op: Literal["state"] = "state"
+    state: InstanceState
+    reason: str | None = None
+    expected_from: list[InstanceState] | None = None
+
+
+class SetConnection(_Op):
+    op: Literal["connection"] = "connection"
+    host: str
+    port: int
+
+
+class SetHealthMonitor(_Op):
+    op: Literal["health_monitor"] = "health_monitor"
+    monitor_id: str
+
+
+class SetDeleteOperation(_Op):
+    op: Literal["delete_operation"] = "delete_operation"
+    operation_id: str
+
+
+class RecordHealth(_Op):
+    op: Literal["health"] = "health"
+    result: HealthCheckResult
+
+
+class MarkDeleted(_Op):
+    op: Literal["deleted"] = "deleted"
+
+
+MetadataOp = Annotated[
+    SetState | SetConnection | SetHealthMonitor | SetDeleteOperation | RecordHealth | MarkDeleted,
+    Field(discriminator="op"),
+]
+_OPS: TypeAdapter[MetadataOp] = TypeAdapter(MetadataOp)
+
+
+async def update_metadata(deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]) -> dict[str, Any]:
+    op = _OPS.validate_python(raw)
+    repo = deps.metadata
+    if isinstance(op, SetState):
+        instance = await repo.update_state(op.instance_id, op.state, reason=op.reason, expected_from=op.expected_from)
+    elif isinstance(op, SetConnection):
+        instance = await repo.set_connection_info(op.instance_id, host=op.host, port=op.port)
+    elif isinstance(op, SetHealthMonitor):
+        instance = await repo.set_health_monitor_id(op.instance_id, op.monitor_id)
+    elif isinstance(op, SetDeleteOperation):
+        instance = await repo.set_delete_orchestration_id(op.instance_id, op.operation_id)
+    elif isinstance(op, RecordHealth):
+        await repo.record_health_check(op.instance_id, op.result)
+        return {"recorded": True}
+    else:
+        instance = await repo.mark_deleted(op.instance_id)
+    return {"state": instance.state.value}
+
+
+async def get_instance_record(deps: ActivityDeps, ctx: ActivityContext, instance_id: str) -> dict[str, Any] | None:
+    instance = await deps.metadata.get_instance(UUID(instance_id))
+    return None if instance is None else instance.model_dump(mode="json")
+
+
+async def stop_orchestration(deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]) -> dict[str, Any]:
+    """Cancel an orchestration (a health monitor, a create still running); a no-op if finished."""
+    instance_id, reason = raw["instance_id"], raw.get("reason", "stopped by Toygres")
+    status = await deps.client.get_status(instance_id)
+    if status is None or status.is_terminal:
+        return {"cancelled": False}
+    return {"cancelled": await deps.client.cancel(instance_id, reason)}
+
+
+async def find_instances_without_monitor(
+    deps: ActivityDeps, ctx: ActivityContext, _: Any = None
+) -> list[dict[str, Any]]:
+    """Running instances whose health monitor is missing or no longer running."""
+    orphans: list[dict[str, Any]] = []
+    for instance in await deps.metadata.list_running_instances():
+        monitor = instance.health_monitor_id
+        status = await deps.client.get_status(monitor) if monitor else None
+        if status is None or status.status not in (RuntimeStatus.RUNNING, RuntimeStatus.PENDING):
+            if instance.deployment_config is None:
+                ctx.logger.warning("instance %s has no deployment config; cannot monitor it", instance.id)
+                continue
+            orphans.append(
+                {
+                    "instance_id": str(instance.id),
+                    "previous_monitor_id": monitor,
+                    "config": instance.deployment_config.model_dump(mode="json"),
+                }
+            )
+    return orphans

@@ -1,0 +1,36 @@
+"""Validated inputs of the Toygres orchestrations (they arrive as JSON from history)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from toygres.models import DeploymentConfig
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateInstanceInput(_Input):
+    config: DeploymentConfig
+    readiness_deadline_seconds: float = Field(default=600, gt=0)
+    readiness_poll_seconds: float = Field(default=5, gt=0)
+    health_interval_seconds: float = Field(default=30, gt=0)
+    deploy_attempts: int = Field(default=5, ge=1)
+
+
+class DeleteInstanceInput(_Input):
+    config: DeploymentConfig
+    #: the create orchestration to stop if it is still running
+    create_operation_id: str | None = None
+
+
+class HealthMonitorInput(_Input):
+    config: DeploymentConfig
+    interval_seconds: float = Field(default=30, gt=0)
+    #: how many checks this monitor has run across continue-as-new generations
+    checks: int = Field(default=0, ge=0)
+
+
+class ReconcilerInput(_Input):
+    health_interval_seconds: float = Field(default=30, gt=0)

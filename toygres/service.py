@@ -1,0 +1,192 @@
+"""The control plane's use cases, shared by the HTTP API, the CLI and the tests.
+
+Each call validates, writes the metadata row and starts (or finds) the durable orchestration
+that does the work, then returns at once with an operation id: creation and deletion take
+minutes, so callers poll ``get_operation`` instead of holding a request open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from activities import ActivityDeps, instance_spec, register_activities
+from durable_engine import Client, Registry, RuntimeStatus
+from durable_engine.provider import Provider
+from orchestrations import register_orchestrations
+from orchestrations.inputs import CreateInstanceInput, DeleteInstanceInput, ReconcilerInput
+from toygres.metadata import InstanceNotFound, MetadataRepository
+from toygres.models import (
+    CreateInstanceRequest,
+    CreateInstanceResponse,
+    InstanceMetadata,
+    InstanceState,
+    ListInstancesResponse,
+    OperationError,
+    OperationKind,
+    OperationState,
+    OperationStatus,
+    RuntimeKind,
+    build_deployment_config,
+)
+from toygres.runtimes.base import InstanceRuntime
+from toygres.settings import Settings
+
+
+class InstanceGone(Exception):  # noqa: N818 - reads as the condition it reports
+    """The instance exists only as a deleted record."""
+
+
+class OperationNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class LifecycleTiming:
+    """Durations the orchestrations run with; tests shrink them, settings provide the defaults."""
+
+    health_interval_seconds: float = 30
+    readiness_deadline_seconds: float = 600
+    readiness_poll_seconds: float = 5
+    deploy_attempts: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LifecycleTiming:
+        return cls(
+            health_interval_seconds=settings.health_check_interval_seconds,
+            readiness_deadline_seconds=settings.readiness_deadline_seconds,
+        )
+
+
+_KINDS = {"CreateInstance": OperationKind.CREATE, "DeleteInstance": OperationKind.DELETE}
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        provider: Provider,
+        metadata: MetadataRepository,
+        runtimes: Mapping[RuntimeKind, InstanceRuntime],
+        timing: LifecycleTiming | None = None,
+    ) -> None:
+        self.settings = settings
+        self.provider = provider
+        self.metadata = metadata
+        self.runtimes = dict(runtimes)
+        self.timing = timing or LifecycleTiming.from_settings(settings)
+        self.client = Client(provider)
+        self.registry = Registry()
+        self.deps = ActivityDeps(metadata=metadata, runtimes=self.runtimes, client=self.client)
+        register_activities(self.registry, self.deps)
+        register_orchestrations(self.registry)
+
+    # --- instances ------------------------------------------------------------------------------
+    async def create_instance(self, request: CreateInstanceRequest) -> CreateInstanceResponse:
+        instance_id = uuid.uuid4()
+        config = build_deployment_config(request, self.settings, instance_id=instance_id)
+        runtime = self.deps.runtime_for(config)
+        operation_id = f"create-{instance_id}"
+        # the unique name index refuses duplicates here, before anything is deployed
+        await self.metadata.create_instance(config, create_orchestration_id=operation_id)
+        try:
+            # the password goes straight to its store (Secret / 0600 file), never into
+            # orchestration input, history or the metadata row
+            password = request.password.get_secret_value()
+            await asyncio.to_thread(runtime.store_password, instance_spec(config), password)
+        except Exception as exc:
+            await self.metadata.update_state(
+                instance_id, InstanceState.FAILED, reason=f"could not store the password: {exc}"
+            )
+            raise
+        params = CreateInstanceInput(
+            config=config,
+            readiness_deadline_seconds=self.timing.readiness_deadline_seconds,
+            readiness_poll_seconds=self.timing.readiness_poll_seconds,
+            health_interval_seconds=self.timing.health_interval_seconds,
+            deploy_attempts=self.timing.deploy_attempts,
+        )
+        await self.client.start_orchestration(operation_id, "CreateInstance", params.model_dump(mode="json"))
+        return CreateInstanceResponse(
+            instance_id=instance_id,
+            operation_id=operation_id,
+            name=config.name,
+            password_hint=config.password_ref.describe(),
+        )
+
+    async def delete_instance(self, instance_id: UUID) -> str:
+        """Start (or find) the delete operation; raises InstanceNotFound / InstanceGone."""
+        instance = await self.metadata.get_instance(instance_id)
+        if instance is None:
+            raise InstanceNotFound(instance_id)
+        if instance.state is InstanceState.DELETED:
+            raise InstanceGone(f"instance {instance_id} was already deleted")
+        operation_id = f"delete-{instance_id}"
+        if instance.deployment_config is None:
+            raise InstanceNotFound(instance_id)
+        params = DeleteInstanceInput(
+            config=instance.deployment_config, create_operation_id=instance.create_orchestration_id
+        )
+        await self.metadata.set_delete_orchestration_id(instance_id, operation_id)
+        await self.client.start_orchestration(operation_id, "DeleteInstance", params.model_dump(mode="json"))
+        return operation_id
+
+    async def get_instance(self, instance_id: UUID) -> InstanceMetadata:
+        instance = await self.metadata.get_instance(instance_id)
+        if instance is None:
+            raise InstanceNotFound(instance_id)
+        return instance
+
+    async def list_instances(
+        self,
+        *,
+        state: InstanceState | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        include_deleted: bool = False,
+    ) -> ListInstancesResponse:
+        items, next_cursor = await self.metadata.list_instances(
+            state=state, limit=limit, cursor=cursor, include_deleted=include_deleted
+        )
+        return ListInstancesResponse(items=items, next_cursor=next_cursor)
+
+    # --- operations -----------------------------------------------------------------------------
+    async def get_operation(self, operation_id: str) -> OperationStatus:
+        status = await self.client.get_status(operation_id)
+        if status is None or status.name not in _KINDS:
+            raise OperationNotFound(f"operation {operation_id!r} does not exist")
+        config: dict[str, Any] = (status.input or {}).get("config", {})
+        custom = status.custom_status if isinstance(status.custom_status, dict) else {}
+        error = None
+        if status.error is not None:
+            error = OperationError(message=status.error.message, category=status.error.category.value)
+        return OperationStatus(
+            operation_id=operation_id,
+            kind=_KINDS[status.name],
+            instance_id=config.get("instance_id"),
+            status=OperationState(status.status.value),
+            phase=custom.get("phase"),
+            custom_status=status.custom_status,
+            error=error,
+            created_at=status.created_at,
+            updated_at=status.updated_at,
+        )
+
+    async def run_reconciler(self) -> str:
+        """Start one Reconciler pass (the timer sweep calls this); returns its instance id."""
+        reconciler_id = f"reconciler-{uuid.uuid4()}"
+        params = ReconcilerInput(health_interval_seconds=self.timing.health_interval_seconds)
+        await self.client.start_orchestration(reconciler_id, "Reconciler", params.model_dump(mode="json"))
+        return reconciler_id
+
+    async def monitor_status(self, instance_id: UUID) -> RuntimeStatus | None:
+        instance = await self.get_instance(instance_id)
+        if instance.health_monitor_id is None:
+            return None
+        status = await self.client.get_status(instance.health_monitor_id)
+        return status.status if status else None
