@@ -132,7 +132,7 @@ def build_rows(t: dict[str, Any], d: dict[str, Any], sizes: Sizes) -> list[Row]:
         lat(f"1-activity latency p50 (N={sizes.seq_n})", t["seq"]["p50_ms"], d["seq"]["p50_ms"]),
         lat(f"1-activity latency p95 (N={sizes.seq_n})", t["seq"]["p95_ms"], d["seq"]["p95_ms"]),
         Row(f"throughput, {sizes.throughput_n} concurrent", tp_t, tp_d, "orch/s", True,
-            "Toygres ≥ 5× DBOS", tp_t / tp_d >= 5.0),
+            "Toygres ≥ 5x DBOS", tp_t / tp_d >= 5.0),
         lat(f"{sizes.chain_len}-activity chain p50 (N={sizes.chain_n})", t["chain"]["p50_ms"],
             d["chain"]["p50_ms"]),
         lat(f"fan-out/fan-in {sizes.fanout_width} p50 (N={sizes.fanout_n})", t["fanout"]["p50_ms"],
@@ -158,7 +158,7 @@ def render(rows: list[Row], console: Console, title: str) -> None:
         table.add_column(col, justify="left" if col in ("metric", "target") else "right")
     for r in rows:
         ratio_label = "T/D" if r.higher_is_better else "D/T"
-        table.add_row(r.metric, r.unit, _fmt(r.toygres), _fmt(r.dbos), f"{r.ratio:.2f}× ({ratio_label})",
+        table.add_row(r.metric, r.unit, _fmt(r.toygres), _fmt(r.dbos), f"{r.ratio:.2f}x ({ratio_label})",
                       r.target, "n/a" if r.met is None else ("yes" if r.met else "NO"))
     console.print(table)
 
@@ -167,7 +167,7 @@ def markdown(rows: list[Row]) -> str:
     out = ["| metric | unit | Toygres | DBOS | ratio | target | met |", "|---|---|---:|---:|---:|---|---|"]
     for r in rows:
         ratio_label = "Toygres/DBOS" if r.higher_is_better else "DBOS/Toygres"
-        out.append(f"| {r.metric} | {r.unit} | {_fmt(r.toygres)} | {_fmt(r.dbos)} | {r.ratio:.2f}× "
+        out.append(f"| {r.metric} | {r.unit} | {_fmt(r.toygres)} | {_fmt(r.dbos)} | {r.ratio:.2f}x "
                    f"({ratio_label}) | {r.target} | {'yes' if r.met else '**no**'} |")
     return "\n".join(out)
 
@@ -176,7 +176,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="smaller sizes for CI (about a minute)")
     for name, help_ in [("warmup", "warm-up orchestrations before measuring"),
-                        ("seq-n", "sequential 1-activity runs"), ("throughput-n", "concurrent orchestrations"),
+                        ("seq-n", "sequential 1-activity runs"),
+                        ("throughput-n", "concurrent orchestrations"),
                         ("chain-len", "activities per chain"), ("chain-n", "chain runs"),
                         ("fanout-width", "activities per fan-out"), ("fanout-n", "fan-out runs")]:
         p.add_argument(f"--{name}", type=int, help=help_)
@@ -221,9 +222,10 @@ def external_server(admin_dsn: str) -> Iterator[dict[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = sizes_from(args)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 150)
     server = external_server(args.dsn) if args.dsn else embedded_server(fast=args.no_durability)
     started = time.monotonic()
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     sides = {"toygres": ("bench.toygres_side", args.toygres_args.split()),
              "dbos": ("bench.dbos_side", args.dbos_args.split())}
     results: dict[str, dict[str, Any]] = {}
@@ -240,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             console.log(f"{name}: idle CPU over {sizes.idle_seconds:g} s …")
             results[name]["idle"] = run_side(module, dsns[name], sizes, "idle", extra, args.timeout)
     elapsed = time.monotonic() - started
-    document = {"machine": info, "sizes": vars(sizes), "results": results, "elapsed_s": elapsed}
+    document = {"machine": info, "sizes": vars(sizes), "results": results, "elapsed_s": elapsed,
+                "load_before": load_before, "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg())}
     if args.json:
         args.json.write_text(json.dumps(document, indent=2))
     if args.only:
@@ -252,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{info['cpus']} CPUs, Python {info['python']}")
     render(rows, console, title)
     if args.markdown:
-        console.print(markdown(rows), markup=False, highlight=False)
+        print(markdown(rows))
+    console.log(f"load average (1/5/15 min) before: {document['load_before']}, after: {document['load_after']}")
     console.log(f"done in {elapsed:.0f} s")
     return 0
 

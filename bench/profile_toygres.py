@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.prototypes import apply_wake_fixes
 from bench.toygres_side import ToygresConfig, build_registry
 from durable_engine import Client, Runtime, RuntimeOptions, RuntimeStatus
 from durable_engine.postgres import PostgresProvider
@@ -94,9 +95,11 @@ def timeline(events: list[Event], start: float, end: float) -> str:
 SHAPES: dict[str, tuple[str, Any]] = {"one": ("One", 1), "chain": ("Chain", 10), "fanout": ("FanOut", 100)}
 
 
-async def profile(dsn: str, n: int, cfg: ToygresConfig, shape: str = "one") -> None:
+async def profile(dsn: str, n: int, cfg: ToygresConfig, shape: str = "one", prototype: bool = False) -> None:
     name, arg = SHAPES[shape]
-    provider = await PostgresProvider.connect(dsn, max_pool=cfg.max_pool)
+    provider = await PostgresProvider.connect(dsn, min_pool=cfg.max_pool, max_pool=cfg.max_pool)
+    if prototype:
+        apply_wake_fixes(provider)
     tracer = Tracer()
     tracer.install(provider)
     runtime = Runtime(provider, build_registry(cfg.async_activities), RuntimeOptions(
@@ -138,15 +141,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="one")
     parser.add_argument("--async-activities", action="store_true")
+    parser.add_argument("--prototype-wake-fixes", action="store_true",
+                        help="emulate the two proposed wake-up fixes in this process")
     args = parser.parse_args()
     cfg = ToygresConfig(async_activities=args.async_activities)
     if args.dsn:
-        asyncio.run(profile(args.dsn, args.n, cfg, args.shape))
+        asyncio.run(profile(args.dsn, args.n, cfg, args.shape, args.prototype_wake_fixes))
         return
     from bench.engine_bench import embedded_server
 
     with embedded_server(fast=False) as dsns:
-        asyncio.run(profile(dsns["toygres"], args.n, cfg, args.shape))
+        asyncio.run(profile(dsns["toygres"], args.n, cfg, args.shape, args.prototype_wake_fixes))
 
 
 if __name__ == "__main__":

@@ -88,7 +88,11 @@ async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
     except (TaskFailedError, InstanceNotReadyError) as exc:
         reason = str(exc)
         ctx.set_custom_status({"phase": "cleaning up after failure", "reason": reason})
-        await ctx.schedule_activity(DELETE_POSTGRES, config, retry=PLATFORM_RETRY)
+        try:
+            await ctx.schedule_activity(DELETE_POSTGRES, config, retry=PLATFORM_RETRY)
+        except TaskFailedError as cleanup:
+            # the instance is failed either way; say that resources may remain and how to retry
+            reason += f"; cleaning up failed too ({cleanup}): delete the instance to retry the cleanup"
         await ctx.schedule_activity(
             UPDATE_METADATA,
             {"op": "state", "instance_id": instance_id, "state": InstanceState.FAILED.value, "reason": reason},

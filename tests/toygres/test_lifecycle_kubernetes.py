@@ -1,0 +1,174 @@
+"""Full instance lifecycle on the Kubernetes runtime, against the HTTP stand-ins.
+
+The runtime gets its credentials from the ARM stand-in through the real
+``azure-mgmt-containerservice`` client and drives the Kubernetes stand-in through the real
+``kubernetes`` client; each StatefulSet pod is backed by a real PostgreSQL process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import pytest
+from kubernetes import client as k8s
+
+from durable_engine import PostgresProvider, Runtime, RuntimeStatus
+from tests.standins.arm import ArmServer, StaticTokenCredential
+from tests.standins.fixtures import ARM_CLUSTER, ARM_RESOURCE_GROUP, ARM_SUBSCRIPTION
+from tests.standins.kube_apiserver import KubeApiServer
+from toygres.models import CreateInstanceRequest, HealthStatus, InstanceState, RuntimeKind, make_k8s_name
+from toygres.runtimes.aks_credentials import AksClientFactory, AksCluster
+from toygres.runtimes.kubernetes import KubernetesRuntime
+from toygres.runtimes.manifests import INSTANCE_ID_LABEL
+from toygres.service import ControlPlane
+from toygres.settings import Settings
+
+from .plane import FAST, control_plane
+
+pytestmark = pytest.mark.postgres
+NAMESPACE = "toygres"
+
+
+@asynccontextmanager
+async def k8s_plane(
+    dsn: str, arm: ArmServer, credential: StaticTokenCredential, *, start_runtime: bool = True
+) -> AsyncIterator[tuple[ControlPlane, Runtime, AksClientFactory]]:
+    factory = AksClientFactory(
+        AksCluster(ARM_SUBSCRIPTION, ARM_RESOURCE_GROUP, ARM_CLUSTER),
+        credential=credential,
+        arm_base_url=arm.url,
+        connection_verify=str(arm.ca_file),
+    )
+    runtime = KubernetesRuntime(factory, namespace=NAMESPACE)
+    settings = Settings(default_runtime=RuntimeKind.KUBERNETES)
+    provider = await PostgresProvider.connect(dsn)
+    try:
+        async with control_plane(
+            dsn, provider, {RuntimeKind.KUBERNETES: runtime}, settings=settings, timing=FAST,
+            start_runtime=start_runtime,
+        ) as (cp, engine_runtime):
+            yield cp, engine_runtime, factory
+    finally:
+        await provider.close()
+
+
+def leftovers(factory: AksClientFactory, instance_id: UUID) -> dict[str, list[str]]:
+    api = factory()
+    core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+    selector = f"{INSTANCE_ID_LABEL}={instance_id}"
+    found = {
+        "secrets": core.list_namespaced_secret(NAMESPACE, label_selector=selector).items,
+        "services": core.list_namespaced_service(NAMESPACE, label_selector=selector).items,
+        "pvcs": core.list_namespaced_persistent_volume_claim(NAMESPACE, label_selector=selector).items,
+        "pods": core.list_namespaced_pod(NAMESPACE, label_selector=selector).items,
+        "statefulsets": apps.list_namespaced_stateful_set(NAMESPACE, label_selector=selector).items,
+    }
+    return {kind: [o.metadata.name for o in items] for kind, items in found.items() if items}
+
+
+async def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := await predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(interval)
+    return value
+
+
+async def test_lifecycle_on_kubernetes(
+    pg_dsn: str, kube_apiserver: KubeApiServer, arm_server: ArmServer, arm_credential: StaticTokenCredential
+) -> None:
+    async with k8s_plane(pg_dsn, arm_server, arm_credential) as (cp, _, factory):
+        created = await cp.create_instance(CreateInstanceRequest(name="inventory", username="app"))
+        await cp.client.wait_for_completion(created.operation_id, 120)
+        op = await cp.get_operation(created.operation_id)
+        assert op.status.value == "Completed", op.error
+        instance = await cp.get_instance(created.instance_id)
+        assert instance.state is InstanceState.RUNNING and instance.connection_string
+        assert "kubectl get secret" in created.password_hint
+
+        # the password lives only in the Secret: read it the way the hint says, then connect
+        secret = k8s.CoreV1Api(factory()).read_namespaced_secret(instance.password_ref.name, NAMESPACE)
+        password = base64.b64decode(secret.data["password"]).decode()
+        async with await psycopg.AsyncConnection.connect(
+            instance.connection_string, password=password, autocommit=True
+        ) as conn:
+            await conn.execute("CREATE TABLE items (id int)")
+            await conn.execute("INSERT INTO items VALUES (1)")
+
+        async def healthy_checks() -> bool:
+            checks = await cp.metadata.list_health_checks(created.instance_id)
+            return len([c for c in checks if c.status is HealthStatus.HEALTHY]) >= 2
+
+        await wait_for(healthy_checks)
+        # a killed pod turns unhealthy within two intervals, and healthy again once restarted
+        kube_apiserver.hold_down(NAMESPACE, f"{instance.k8s_name}-0")
+        kube_apiserver.kill_pod(NAMESPACE, f"{instance.k8s_name}-0")
+
+        async def health_is(status: HealthStatus) -> bool:
+            return (await cp.get_instance(created.instance_id)).health_status is status
+
+        killed = time.monotonic()
+        await wait_for(lambda: health_is(HealthStatus.UNHEALTHY), timeout=30)
+        assert time.monotonic() - killed < 2 * cp.timing.health_interval_seconds + 5
+        kube_apiserver.hold_down(NAMESPACE, f"{instance.k8s_name}-0", held=False)
+        kube_apiserver.restart_pod(NAMESPACE, f"{instance.k8s_name}-0")
+        await wait_for(lambda: health_is(HealthStatus.HEALTHY), timeout=60)
+
+        monitor_id = (await cp.get_instance(created.instance_id)).health_monitor_id
+        assert leftovers(factory, created.instance_id)  # everything is there before the delete
+        delete_op = await cp.delete_instance(created.instance_id)
+        await cp.client.wait_for_completion(delete_op, 120)
+        assert (await cp.get_operation(delete_op)).status.value == "Completed"
+        assert leftovers(factory, created.instance_id) == {}
+        assert (await cp.get_instance(created.instance_id)).state is InstanceState.DELETED
+        assert monitor_id is not None
+        monitor = await cp.client.get_status(monitor_id)
+        assert monitor is not None and monitor.status == RuntimeStatus.CANCELLED
+
+
+async def test_api_server_errors_end_failed_with_reason_and_no_leftovers(
+    pg_dsn: str, kube_apiserver: KubeApiServer, arm_server: ArmServer, arm_credential: StaticTokenCredential
+) -> None:
+    async with k8s_plane(pg_dsn, arm_server, arm_credential, start_runtime=False) as (cp, runtime, factory):
+        # every apply of the StatefulSet fails; reads and deletes still work
+        kube_apiserver.fail_next("PATCH", r"/statefulsets", status=500, count=1000)
+        created = await cp.create_instance(CreateInstanceRequest(name="unlucky"))
+        await runtime.start()
+        await cp.client.wait_for_completion(created.operation_id, 120)
+        op = await cp.get_operation(created.operation_id)
+        assert op.status.value == "Failed" and op.error is not None and "500" in op.error.message
+        kube_apiserver.faults.clear_faults()
+        instance = await cp.get_instance(created.instance_id)
+        assert instance.state is InstanceState.FAILED
+        assert instance.failure_reason is not None and "500" in instance.failure_reason
+        assert leftovers(factory, created.instance_id) == {}  # the Secret stored up front is gone too
+        await cp.client.wait_for_completion(await cp.delete_instance(created.instance_id), 120)
+        assert (await cp.get_instance(created.instance_id)).state is InstanceState.DELETED
+
+
+async def test_never_ready_pod_hits_the_deadline_and_is_cleaned_up(
+    pg_dsn: str, kube_apiserver: KubeApiServer, arm_server: ArmServer, arm_credential: StaticTokenCredential
+) -> None:
+    async with k8s_plane(pg_dsn, arm_server, arm_credential, start_runtime=False) as (cp, runtime, factory):
+        cp.timing = type(cp.timing)(
+            health_interval_seconds=1, readiness_deadline_seconds=3, readiness_poll_seconds=0.5, deploy_attempts=2
+        )
+        created = await cp.create_instance(CreateInstanceRequest(name="sleepy"))
+        kube_apiserver.pod_never_ready(make_k8s_name("sleepy", created.instance_id), NAMESPACE)
+        await runtime.start()
+        await cp.client.wait_for_completion(created.operation_id, 120)
+        op = await cp.get_operation(created.operation_id)
+        assert op.status.value == "Failed" and op.error is not None
+        assert "did not become ready within 3 s" in op.error.message
+        instance = await cp.get_instance(created.instance_id)
+        assert instance.state is InstanceState.FAILED
+        assert instance.failure_reason and "did not become ready" in instance.failure_reason
+        assert leftovers(factory, created.instance_id) == {}
