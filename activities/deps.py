@@ -43,6 +43,6 @@ def instance_spec(config: DeploymentConfig) -> InstanceSpec:
         memory_request=config.resources.memory,
         username=config.username,
         database=config.database,
-        service_type=config.service_type.value,  # type: ignore[arg-type]
+        service_type=config.service_type.value,
         load_balancer_source_ranges=tuple(config.load_balancer_source_ranges),
     )

@@ -66,6 +66,7 @@ def fan_out_children(n: int) -> int:
 @DBOS.workflow()
 def fan_out_queue(n: int) -> int:
     queue = DBOS.retrieve_queue(QUEUE_NAME)
+    assert queue is not None, "the bench queue is registered before fan-out runs"
     handles = [queue.enqueue(inc, i) for i in range(n)]
     return sum(h.get_result() for h in handles)
 

@@ -216,7 +216,8 @@ def external_server(admin_dsn: str) -> Iterator[dict[str, str]]:
         for db in DATABASES.values():
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
-    yield {"admin": admin_dsn, **{k: make_conninfo(**{**params, "dbname": v}) for k, v in DATABASES.items()}}
+    dsns = {k: make_conninfo("", **{**params, "dbname": v}) for k, v in DATABASES.items()}
+    yield {"admin": admin_dsn, **dsns}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     render(rows, console, title)
     if args.markdown:
         print(markdown(rows))
-    console.log(f"load average (1/5/15 min) before: {document['load_before']}, after: {document['load_after']}")
+    console.log(f"load average (1/5/15 min) before: {load_before}, after: {document['load_after']}")
     console.log(f"done in {elapsed:.0f} s")
     return 0
 

@@ -30,7 +30,7 @@ def prototype_wake_after_commit(provider: PostgresProvider) -> None:
         await commit(lock_token, turn)
         listener._fire("orchestrator")
 
-    provider.commit_turn = commit_and_wake  # type: ignore[method-assign]
+    setattr(provider, "commit_turn", commit_and_wake)  # noqa: B010 - patching one instance on purpose
 
 
 _VISIBLE_WORK = {
@@ -60,7 +60,7 @@ def prototype_recheck_before_sleep(provider: PostgresProvider) -> None:
             return
         await wait(queue, timeout)
 
-    provider.wait_for_work = checked_wait  # type: ignore[method-assign]
+    setattr(provider, "wait_for_work", checked_wait)  # noqa: B010 - patching one instance on purpose
 
 
 def apply_wake_fixes(provider: PostgresProvider) -> None:

@@ -150,10 +150,9 @@ class ControlPlane:
         cursor: str | None = None,
         include_deleted: bool = False,
     ) -> ListInstancesResponse:
-        items, next_cursor = await self.metadata.list_instances(
+        return await self.metadata.list_instances(
             state=state, limit=limit, cursor=cursor, include_deleted=include_deleted
         )
-        return ListInstancesResponse(items=items, next_cursor=next_cursor)
 
     # --- operations -----------------------------------------------------------------------------
     async def get_operation(self, operation_id: str) -> OperationStatus:

@@ -163,6 +163,10 @@ class InstanceRuntime(Protocol):
         """
         ...
 
+    def store_password(self, spec: InstanceSpec, password: str) -> str:
+        """Store the password ahead of ``deploy`` (a user-chosen one); the first stored wins."""
+        ...
+
     def status(self, spec: InstanceSpec) -> RuntimeStatus: ...
 
     def delete(self, spec: InstanceSpec) -> bool:

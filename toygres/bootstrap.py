@@ -1,0 +1,85 @@
+"""Wiring from settings to live parts: instance runtimes, connection pool, engine, control plane.
+
+Kept apart from the parts themselves so the HTTP functions, ``toygres serve`` and the CLI
+build the control plane the same way, and tests can build it from explicit pieces instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from durable_engine.postgres import PostgresProvider
+from toygres.db import migrate_cms
+from toygres.metadata import MetadataRepository
+from toygres.models import RuntimeKind
+from toygres.runtimes.aks_credentials import AksClientFactory, AksCluster, KubeconfigClientFactory
+from toygres.runtimes.base import InstanceRuntime
+from toygres.runtimes.kubernetes import KubernetesRuntime
+from toygres.runtimes.local import LocalRuntime
+from toygres.service import ControlPlane, LifecycleTiming
+from toygres.settings import Settings
+
+
+class ConfigurationError(Exception):
+    """The settings do not describe a usable control plane; the message says what to set."""
+
+
+def build_runtimes(settings: Settings) -> dict[RuntimeKind, InstanceRuntime]:
+    """The local runtime always; the Kubernetes runtime when AKS or a kubeconfig is configured."""
+    runtimes: dict[RuntimeKind, InstanceRuntime] = {
+        RuntimeKind.LOCAL: LocalRuntime(settings.local_data_dir.expanduser())
+    }
+    kube = settings.kubernetes
+    factory: AksClientFactory | KubeconfigClientFactory | None = None
+    if kube.uses_aks:
+        assert kube.aks_subscription_id and kube.aks_resource_group and kube.aks_cluster_name
+        factory = AksClientFactory(AksCluster(kube.aks_subscription_id, kube.aks_resource_group, kube.aks_cluster_name))
+    elif kube.kubeconfig is not None:
+        factory = KubeconfigClientFactory(kube.kubeconfig.expanduser(), context=kube.context)
+    if factory is not None:
+        runtimes[RuntimeKind.KUBERNETES] = KubernetesRuntime(
+            factory, namespace=kube.namespace, image_repository=kube.image_repository
+        )
+    if settings.default_runtime not in runtimes:
+        raise ConfigurationError(
+            "the default runtime is 'kubernetes' but no cluster is configured: set "
+            "TOYGRES_KUBERNETES__AKS_SUBSCRIPTION_ID, __AKS_RESOURCE_GROUP and __AKS_CLUSTER_NAME, or "
+            "TOYGRES_KUBERNETES__KUBECONFIG; or set TOYGRES_DEFAULT_RUNTIME=local"
+        )
+    return runtimes
+
+
+@asynccontextmanager
+async def open_control_plane(
+    settings: Settings,
+    *,
+    dsn: str | None = None,
+    runtimes: dict[RuntimeKind, InstanceRuntime] | None = None,
+    timing: LifecycleTiming | None = None,
+    pool_size: int = 10,
+) -> AsyncIterator[ControlPlane]:
+    """Migrate both schemas, open the pools and yield a ready :class:`ControlPlane`."""
+    url = dsn or (settings.database_url.get_secret_value() if settings.database_url else None)
+    if not url:
+        raise ConfigurationError("TOYGRES_DATABASE_URL is not set")
+    await migrate_cms(url, schema=settings.cms_schema)
+    provider = await PostgresProvider.connect(url, schema=settings.engine_schema, max_pool=pool_size)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": True}
+    )
+    try:
+        await pool.open()
+        yield ControlPlane(
+            settings=settings,
+            provider=provider,
+            metadata=MetadataRepository(pool, schema=settings.cms_schema),
+            runtimes=runtimes if runtimes is not None else build_runtimes(settings),
+            timing=timing,
+        )
+    finally:
+        await pool.close()
+        await provider.close()
