@@ -41,6 +41,8 @@ def instance_spec(config: DeploymentConfig) -> InstanceSpec:
         storage_class=config.storage_class,
         cpu_request=config.resources.cpu,
         memory_request=config.resources.memory,
+        # memory limit = request: predictable eviction; no CPU limit: throttling hurts latency
+        memory_limit=config.resources.memory,
         username=config.username,
         database=config.database,
         service_type=config.service_type.value,

@@ -49,15 +49,27 @@ LB_SPEC = InstanceSpec(instance_id="k8s-inst-2", name="public", postgres_version
                        load_balancer_source_ranges=("203.0.113.0/24",))
 
 
-def wait_for(check: Callable[[], RuntimeStatus], what: str, timeout: float = 90.0) -> RuntimeStatus:
+def wait_for(check: Callable[[], RuntimeStatus], api: KubeApiServer, spec: InstanceSpec,
+             timeout: float = 90.0) -> RuntimeStatus:
+    """Wait until the runtime reports ready with the address where the stand-in really serves.
+
+    The stand-in's controller publishes that address on the Service (``standin.toygres.io/host-port``)
+    asynchronously, possibly a moment after the pod turned Ready; until then the runtime
+    rightly reports the in-cluster DNS name (ClusterIP) or port 5432 (LoadBalancer).
+    """
     deadline = time.monotonic() + timeout
-    status = check()
-    while not status.ready:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not ready after {timeout}s: {status}")
-        time.sleep(0.2)
+    while True:
         status = check()
-    return status
+        try:
+            actual: tuple[str, int] | None = api.endpoint_for_service(NS, spec.name)
+        except KeyError:
+            actual = None
+        reported = (status.endpoint.host, status.endpoint.port) if status.endpoint else None
+        if status.ready and reported == actual:
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{spec.name} not ready at {actual} after {timeout}s: {status}")
+        time.sleep(0.2)
 
 
 def resource_versions(api: KubeApiServer, spec: InstanceSpec) -> dict[str, str]:
@@ -122,7 +134,7 @@ def test_deploy_ready_connect_redeploy_delete(
                if e.content_type == "application/apply-patch+yaml"]
     assert {e.path.rsplit("/", 2)[-2] for e in applies} == {"services", "statefulsets"}
 
-    status = wait_for(lambda: runtime.status(SPEC), "instance")
+    status = wait_for(lambda: runtime.status(SPEC), kube_apiserver, SPEC)
     assert status.exists and status.phase == "Running" and status.endpoint is not None
     password = runtime.read_password(SPEC)
     assert password == PASSWORD
@@ -180,7 +192,7 @@ def test_load_balancer_endpoint_and_not_ready_pod(runtime: KubernetesRuntime,
     status = runtime.status(LB_SPEC)
     assert status.exists and not status.ready
     kube_apiserver.pod_never_ready(LB_SPEC.name, NS, enabled=False)
-    status = wait_for(lambda: runtime.status(LB_SPEC), "load balancer instance")
+    status = wait_for(lambda: runtime.status(LB_SPEC), kube_apiserver, LB_SPEC)
     assert status.endpoint is not None
     with psycopg.connect(host=status.endpoint.host, port=status.endpoint.port, user="pub",
                          password=PASSWORD, dbname="postgres", connect_timeout=10) as conn:
