@@ -14,7 +14,7 @@ from durable_engine import ActivityContext, Registry
 
 from .deps import ActivityDeps, instance_spec
 from .health import health_check
-from .instances import deploy_postgres, delete_postgres, generate_connection_string, get_instance_status
+from .instances import delete_postgres, deploy_postgres, generate_connection_string, get_instance_status
 from .metadata import find_instances_without_monitor, get_instance_record, stop_orchestration, update_metadata
 
 DEPLOY_POSTGRES = "DeployPostgres"

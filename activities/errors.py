@@ -15,4 +15,6 @@ class PermanentPlatformError(Exception):
     """The platform refused the request; retrying the same request cannot help."""
 
 
-NON_RETRYABLE = frozenset({"PermanentPlatformError", "LookupError", "ValidationError", "InvalidStateTransition"})
+NON_RETRYABLE = frozenset(
+    {"PermanentPlatformError", "LookupError", "ValidationError", "InvalidStateTransition"}
+)

@@ -43,7 +43,9 @@ async def deploy_postgres(deps: ActivityDeps, ctx: ActivityContext, raw: dict[st
     return await asyncio.to_thread(deploy)
 
 
-async def get_instance_status(deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]) -> dict[str, Any]:
+async def get_instance_status(
+    deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]
+) -> dict[str, Any]:
     config = DeploymentConfig.model_validate(raw)
     runtime, spec = deps.runtime_for(config), instance_spec(config)
     try:

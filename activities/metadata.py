@@ -65,7 +65,9 @@ async def update_metadata(deps: ActivityDeps, ctx: ActivityContext, raw: dict[st
     op = _OPS.validate_python(raw)
     repo = deps.metadata
     if isinstance(op, SetState):
-        instance = await repo.update_state(op.instance_id, op.state, reason=op.reason, expected_from=op.expected_from)
+        instance = await repo.update_state(
+            op.instance_id, op.state, reason=op.reason, expected_from=op.expected_from
+        )
     elif isinstance(op, SetConnection):
         instance = await repo.set_connection_info(op.instance_id, host=op.host, port=op.port)
     elif isinstance(op, SetHealthMonitor):
@@ -80,7 +82,9 @@ async def update_metadata(deps: ActivityDeps, ctx: ActivityContext, raw: dict[st
     return {"state": instance.state.value}
 
 
-async def get_instance_record(deps: ActivityDeps, ctx: ActivityContext, instance_id: str) -> dict[str, Any] | None:
+async def get_instance_record(
+    deps: ActivityDeps, ctx: ActivityContext, instance_id: str
+) -> dict[str, Any] | None:
     instance = await deps.metadata.get_instance(UUID(instance_id))
     return None if instance is None else instance.model_dump(mode="json")
 

@@ -95,14 +95,21 @@ async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
             reason += f"; cleaning up failed too ({cleanup}): delete the instance to retry the cleanup"
         await ctx.schedule_activity(
             UPDATE_METADATA,
-            {"op": "state", "instance_id": instance_id, "state": InstanceState.FAILED.value, "reason": reason},
+            {
+                "op": "state",
+                "instance_id": instance_id,
+                "state": InstanceState.FAILED.value,
+                "reason": reason,
+            },
             retry=PLATFORM_RETRY,
         )
         raise
 
     monitor_input = HealthMonitorInput(config=params.config, interval_seconds=params.health_interval_seconds)
     monitor_id = ctx.start_orchestration(
-        "HealthMonitor", monitor_input.model_dump(mode="json"), instance_id=monitor_instance_id(ctx, instance_id)
+        "HealthMonitor",
+        monitor_input.model_dump(mode="json"),
+        instance_id=monitor_instance_id(ctx, instance_id),
     )
     await ctx.schedule_activity(
         UPDATE_METADATA,

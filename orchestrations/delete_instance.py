@@ -38,6 +38,8 @@ async def delete_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
 
     ctx.set_custom_status({"phase": "deleting resources"})
     removed = await ctx.schedule_activity(DELETE_POSTGRES, config, retry=PLATFORM_RETRY)
-    await ctx.schedule_activity(UPDATE_METADATA, {"op": "deleted", "instance_id": instance_id}, retry=PLATFORM_RETRY)
+    await ctx.schedule_activity(
+        UPDATE_METADATA, {"op": "deleted", "instance_id": instance_id}, retry=PLATFORM_RETRY
+    )
     ctx.set_custom_status({"phase": "deleted"})
     return {"instance_id": instance_id, "state": InstanceState.DELETED.value, "removed": removed["removed"]}

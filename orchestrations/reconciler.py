@@ -24,7 +24,9 @@ async def reconciler(ctx: OrchestrationContext, raw: dict[str, Any] | None) -> d
         config = DeploymentConfig.model_validate(orphan["config"])
         monitor_input = HealthMonitorInput(config=config, interval_seconds=params.health_interval_seconds)
         monitor_id = ctx.start_orchestration(
-            "HealthMonitor", monitor_input.model_dump(mode="json"), instance_id=monitor_instance_id(ctx, instance_id)
+            "HealthMonitor",
+            monitor_input.model_dump(mode="json"),
+            instance_id=monitor_instance_id(ctx, instance_id),
         )
         await ctx.schedule_activity(
             UPDATE_METADATA,

@@ -37,7 +37,9 @@ def build_runtimes(settings: Settings) -> dict[RuntimeKind, InstanceRuntime]:
     factory: AksClientFactory | KubeconfigClientFactory | None = None
     if kube.uses_aks:
         assert kube.aks_subscription_id and kube.aks_resource_group and kube.aks_cluster_name
-        factory = AksClientFactory(AksCluster(kube.aks_subscription_id, kube.aks_resource_group, kube.aks_cluster_name))
+        factory = AksClientFactory(
+            AksCluster(kube.aks_subscription_id, kube.aks_resource_group, kube.aks_cluster_name)
+        )
     elif kube.kubeconfig is not None:
         factory = KubeconfigClientFactory(kube.kubeconfig.expanduser(), context=kube.context)
     if factory is not None:

@@ -37,7 +37,7 @@ from toygres.runtimes.base import InstanceRuntime
 from toygres.settings import Settings
 
 
-class InstanceGone(Exception):  # noqa: N818 - reads as the condition it reports
+class InstanceGone(Exception):
     """The instance exists only as a deleted record."""
 
 

@@ -34,11 +34,16 @@ async def control_plane(
     start_runtime: bool = True,
 ) -> AsyncIterator[tuple[ControlPlane, Runtime]]:
     await migrate_cms(dsn)
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False,
-                                                          kwargs={"autocommit": True})
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        dsn, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
+    )
     await pool.open()
     plane = ControlPlane(
-        settings=settings, provider=provider, metadata=MetadataRepository(pool), runtimes=runtimes, timing=timing
+        settings=settings,
+        provider=provider,
+        metadata=MetadataRepository(pool),
+        runtimes=runtimes,
+        timing=timing,
     )
     runtime = Runtime(provider, plane.registry, RuntimeOptions(idle_wait=0.3, activity_concurrency=4))
     if start_runtime:

@@ -26,8 +26,9 @@ def test_kubeconfig_settings_give_a_working_kubernetes_runtime(kubeconfig_path: 
     settings = Settings(local_data_dir=tmp_path, kubernetes=KubernetesSettings(kubeconfig=kubeconfig_path))
     runtime = build_runtimes(settings)[RuntimeKind.KUBERNETES]
     assert isinstance(runtime, KubernetesRuntime) and runtime.namespace == "toygres"
-    spec = InstanceSpec(instance_id="i-1", name="absent", postgres_version="17", storage_size="1Gi",
-                        username="postgres")
+    spec = InstanceSpec(
+        instance_id="i-1", name="absent", postgres_version="17", storage_size="1Gi", username="postgres"
+    )
     assert runtime.status(spec).exists is False  # a real round trip to the API server stand-in
 
 

@@ -51,7 +51,11 @@ async def k8s_plane(
     provider = await PostgresProvider.connect(dsn)
     try:
         async with control_plane(
-            dsn, provider, {RuntimeKind.KUBERNETES: runtime}, settings=settings, timing=FAST,
+            dsn,
+            provider,
+            {RuntimeKind.KUBERNETES: runtime},
+            settings=settings,
+            timing=FAST,
             start_runtime=start_runtime,
         ) as (cp, engine_runtime):
             yield cp, engine_runtime, factory
@@ -159,7 +163,10 @@ async def test_never_ready_pod_hits_the_deadline_and_is_cleaned_up(
 ) -> None:
     async with k8s_plane(pg_dsn, arm_server, arm_credential, start_runtime=False) as (cp, runtime, factory):
         cp.timing = type(cp.timing)(
-            health_interval_seconds=1, readiness_deadline_seconds=3, readiness_poll_seconds=0.5, deploy_attempts=2
+            health_interval_seconds=1,
+            readiness_deadline_seconds=3,
+            readiness_poll_seconds=0.5,
+            deploy_attempts=2,
         )
         created = await cp.create_instance(CreateInstanceRequest(name="sleepy"))
         kube_apiserver.pod_never_ready(make_k8s_name("sleepy", created.instance_id), NAMESPACE)

@@ -26,13 +26,19 @@ TIMING = LifecycleTiming(health_interval_seconds=30, readiness_deadline_seconds=
 
 
 @pytest.fixture
-async def virtual(pg_dsn: str, pg_tmp_dir: Path) -> AsyncIterator[tuple[ControlPlane, ManualClock, LocalRuntime]]:
+async def virtual(
+    pg_dsn: str, pg_tmp_dir: Path
+) -> AsyncIterator[tuple[ControlPlane, ManualClock, LocalRuntime]]:
     clock = ManualClock()
     provider = InMemoryProvider(clock)
     root = pg_tmp_dir / "instances"
     local = LocalRuntime(root)
     async with control_plane(
-        pg_dsn, provider, {RuntimeKind.LOCAL: local}, settings=local_settings(root), timing=TIMING,
+        pg_dsn,
+        provider,
+        {RuntimeKind.LOCAL: local},
+        settings=local_settings(root),
+        timing=TIMING,
         start_runtime=False,
     ) as (cp, runtime):
         cp.virtual_runtime = runtime  # type: ignore[attr-defined]
@@ -57,7 +63,7 @@ async def test_thirty_minutes_of_health_checks_in_virtual_time(
     instance = await cp.get_instance(created.instance_id)
     assert instance.state is InstanceState.RUNNING and instance.health_monitor_id
 
-    for _ in range(60):  # 60 × 30 s = 30 minutes
+    for _ in range(60):  # 60 x 30 s = 30 minutes
         clock.advance(timedelta(seconds=30))
         await runtime.run_until_idle()
 
@@ -82,7 +88,7 @@ async def test_thirty_minutes_of_health_checks_in_virtual_time(
 async def test_reconciler_restarts_a_missing_monitor(
     virtual: tuple[ControlPlane, ManualClock, LocalRuntime],
 ) -> None:
-    cp, clock, _ = virtual
+    cp, _, _ = virtual
     runtime = cp.virtual_runtime  # type: ignore[attr-defined]
     created = await cp.create_instance(CreateInstanceRequest(name="orphan"))
     await runtime.run_until_idle()
