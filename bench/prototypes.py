@@ -8,6 +8,8 @@ themselves, with evidence, are in ``docs/performance.md``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from durable_engine.postgres import PostgresProvider
@@ -33,12 +35,17 @@ def prototype_wake_after_commit(provider: PostgresProvider) -> None:
     setattr(provider, "commit_turn", commit_and_wake)  # noqa: B010 - patching one instance on purpose
 
 
-_VISIBLE_WORK = {
-    "orchestrator": "SELECT EXISTS (SELECT 1 FROM orchestrator_queue AS q WHERE q.visible_at <= now()"
-                    " AND NOT EXISTS (SELECT 1 FROM instance_locks AS l WHERE l.instance_id = q.instance_id"
-                    " AND l.locked_until > now()))",
-    "worker": "SELECT EXISTS (SELECT 1 FROM activity_queue WHERE visible_at <= now())",
+#: "seconds until work" that also answers 0 for work fetchable *now* (the engine's
+#: ``seconds_until_work`` only looks at future visibility and lock expiry)
+_UNTIL_WORK = {
+    "orchestrator": "SELECT CASE WHEN EXISTS (SELECT 1 FROM orchestrator_queue AS q"
+                    " WHERE q.visible_at <= now() AND NOT EXISTS (SELECT 1 FROM instance_locks AS l"
+                    " WHERE l.instance_id = q.instance_id AND l.locked_until > now()))"
+                    " THEN 0.0 ELSE seconds_until_work('orchestrator') END",
+    "worker": "SELECT CASE WHEN EXISTS (SELECT 1 FROM activity_queue WHERE visible_at <= now())"
+              " THEN 0.0 ELSE seconds_until_work('worker') END",
 }
+_MAX_IDLE_SLEEP = 30.0
 
 
 def prototype_recheck_before_sleep(provider: PostgresProvider) -> None:
@@ -47,18 +54,23 @@ def prototype_recheck_before_sleep(provider: PostgresProvider) -> None:
     The runtime fetches, gets nothing, and only then captures the wake-up event in
     ``wait_for_work``; a NOTIFY that lands between the start of the fetch and that capture
     is lost, and ``seconds_until_work`` only looks at *future* work, so the dispatcher sleeps
-    ``idle_wait`` with work visible. Here the check after the capture also asks "is anything
-    fetchable now?" (an extra round trip in this prototype; folded into
-    ``seconds_until_work`` it would cost nothing).
+    ``idle_wait`` with work visible. This replacement captures the event, then asks one
+    question - "seconds until work, 0 if something is fetchable now" - so anything committed
+    before the capture is seen by the query and anything after it sets the event. Same round
+    trips as the engine's version.
     """
-    wait = provider.wait_for_work
     listener = provider._listener
 
     async def checked_wait(queue: Any, timeout: float) -> None:
         event = listener.current(queue)
-        if await provider._scalar(_VISIBLE_WORK[queue]) and not event.is_set():
+        budget = max(0.0, min(timeout, _MAX_IDLE_SLEEP))
+        until_work = await provider._scalar(_UNTIL_WORK[queue])
+        if until_work is not None:
+            budget = min(budget, max(0.0, float(until_work) + 0.002))
+        if event.is_set() or budget <= 0:
             return
-        await wait(queue, timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), budget)
 
     setattr(provider, "wait_for_work", checked_wait)  # noqa: B010 - patching one instance on purpose
 

@@ -612,6 +612,9 @@ class Controller:
             state, message = backend.state, backend.message
             ready = backend.ready and not never
             restarts, started_at = backend.restarts, backend.started_at
+        if ready:
+            # like kube-proxy endpoints: the Service knows the backend before clients see Ready
+            self._services()
         with self.store.lock:
             current = self.store.get(PODS, ns, name)
             if current is None or current["metadata"]["uid"] != backend.pod_uid:
