@@ -227,6 +227,16 @@ class _TurnPlanner:
 
     def _commit_from(self, result: TurnResult, consumed: list[int]) -> TurnCommit:
         outcome = result.outcome
+        if (
+            outcome.kind == OutcomeKind.RUNNING
+            and self.history
+            and all(e.kind == EventKind.TURN_STARTED for e in result.events)
+            and not (result.activity_tasks or result.timers or result.new_instances)
+            and result.custom_status == self.record.custom_status
+        ):
+            # only stale messages arrived (a late timer, a completion nobody awaits any more):
+            # consume them without growing the history by an empty turn
+            return TurnCommit(self.item.instance_id, self.execution_id, [], consumed, None)
         events = list(result.events)
         # fire-and-forget work of a final turn still goes out (CreateInstance starts its
         # monitor and returns); timers of a finished instance would only be dropped

@@ -648,3 +648,41 @@ async def test_wait_for_completion_times_out_on_a_running_instance(engine: Engin
     await engine.client.start_orchestration("forever", "Forever")
     with pytest.raises(TimeoutError, match="still"):
         await engine.client.wait_for_completion("forever", timeout=0.3)
+
+
+async def test_duplicate_and_stale_messages_are_consumed_without_growing_history(engine: Engine) -> None:
+    from durable_engine.messages import MessageKind, OrchestratorMessage
+
+    @engine.registry.activity("Fast")
+    def fast(ctx: Any, _: Any) -> str:
+        return "fast"
+
+    @engine.registry.orchestration("OnceThenWait")
+    async def once_then_wait(ctx: Any, _: Any) -> Any:
+        return [await ctx.schedule_activity("Fast"), await ctx.wait_for_event("go")]
+
+    await engine.start_runtime()
+    await engine.client.start_orchestration("dupes", "OnceThenWait")
+
+    async def waiting() -> bool:
+        return EventKind.EVENT_SUBSCRIBED in [e.kind for e in await engine.client.get_history("dupes")]
+
+    await engine.until(waiting)
+    before = await engine.client.get_history("dupes")
+    # a redelivered completion of activity #1, and a completion for an older execution
+    for execution_id, corr_id in ((1, 1), (0, 1), (1, 99)):
+        await engine.provider.enqueue_orchestrator_message(
+            OrchestratorMessage(
+                kind=MessageKind.ACTIVITY_COMPLETED,
+                instance_id="dupes",
+                execution_id=execution_id,
+                corr_id=corr_id,
+                data="duplicate",
+            )
+        )
+    for _ in range(10):
+        await engine.tick(0.05)
+    assert len(await engine.client.get_history("dupes")) == len(before)
+    await engine.client.raise_event("dupes", "go", "now")
+    status = await engine.finish("dupes")
+    assert status.output == ["fast", "now"]
