@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 if __package__ in (None, ""):  # ``python bench/engine_bench.py``
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -182,7 +183,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         ("fanout-width", "activities per fan-out"), ("fanout-n", "fan-out runs")]:
         p.add_argument(f"--{name}", type=int, help=help_)
     p.add_argument("--idle-seconds", type=float, help="idle CPU window (default 10 s)")
-    p.add_argument("--dsn", help="admin DSN of an existing server (CREATE DATABASE rights) instead of "
+    p.add_argument("--dsn", help="admin URL of an existing server (CREATE DATABASE rights) instead of "
                    "an embedded one; the databases bench_toygres/bench_dbos are recreated")
     p.add_argument("--no-durability", action="store_true",
                    help="run the embedded server with fsync/synchronous_commit/full_page_writes off (both)")
@@ -207,17 +208,21 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     return sizes
 
 
+def _dsn_for_database(admin_dsn: str, dbname: str) -> str:
+    """Same form as the admin DSN: DBOS (SQLAlchemy) needs a URL, not a key=value string."""
+    if admin_dsn.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(admin_dsn)
+        return urlunsplit(parts._replace(path="/" + dbname))
+    return psycopg.conninfo.make_conninfo(admin_dsn, dbname=dbname)
+
+
 @contextlib.contextmanager
 def external_server(admin_dsn: str) -> Iterator[dict[str, str]]:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(admin_dsn)
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
         for db in DATABASES.values():
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
-    dsns = {k: make_conninfo("", **{**params, "dbname": v}) for k, v in DATABASES.items()}
-    yield {"admin": admin_dsn, **dsns}
+    yield {"admin": admin_dsn, **{k: _dsn_for_database(admin_dsn, v) for k, v in DATABASES.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,6 +84,26 @@ def summarize(events: list[Event], n: int, wall: float, label: str = "One(1)") -
     return "\n".join(lines)
 
 
+def wakeup_latency(events: list[Event]) -> str:
+    """Median gap between a NOTIFY and the start of the next fetch on that queue."""
+    fetch_of = {"orchestrator": "fetch_orchestration_item", "worker": "fetch_activity"}
+    ordered = sorted(events)
+    lines = []
+    for channel, fetch in fetch_of.items():
+        gaps = []
+        for i, (t0, _, what, detail) in enumerate(ordered):
+            if what != "NOTIFY" or detail != channel:
+                continue
+            nxt = next((e[0] for e in ordered[i + 1:] if e[2] == fetch), None)
+            if nxt is not None and nxt - t0 < 0.5:
+                gaps.append((nxt - t0) * 1000)
+        if gaps:
+            median = statistics.median(gaps)
+            lines.append(f"wake-up latency NOTIFY {channel} -> next {fetch}: median {median:.3f} ms,"
+                         f" p95 {sorted(gaps)[int(0.95 * (len(gaps) - 1))]:.3f} ms ({len(gaps)} samples)")
+    return "\n".join(lines)
+
+
 def timeline(events: list[Event], start: float, end: float) -> str:
     lines = ["timeline of one orchestration (ms since client start; start..end of each call):"]
     for t0, t1, what, detail in sorted(events):
@@ -111,6 +131,11 @@ async def profile(dsn: str, n: int, cfg: ToygresConfig, shape: str = "one", prot
         for i in range(10):
             await client.start_orchestration(f"warm-{i}-{time.time_ns()}", "One", 1)
         await asyncio.sleep(0.5)
+        t_rt = time.perf_counter()
+        for _ in range(200):
+            await provider._scalar("SELECT 1")
+        bare_ms = (time.perf_counter() - t_rt) * 5
+        print(f"bare round trip (SELECT 1 through the provider's pool): {bare_ms:.3f} ms")
         tracer.events.clear()
         spans: list[tuple[float, float]] = []
         t_all = time.perf_counter()
@@ -124,6 +149,7 @@ async def profile(dsn: str, n: int, cfg: ToygresConfig, shape: str = "one", prot
         wall = time.perf_counter() - t_all
         events = list(tracer.events)
         print(summarize(events, n, wall, f"{name}({arg})"))
+        print(wakeup_latency(events))
         waits = sorted(((e[1] - e[0]) * 1000 for e in events if e[2] == "wait_for_work"), reverse=True)
         print("longest idle waits of the dispatchers (ms):", [round(w, 1) for w in waits[:5]])
         if shape != "one":

@@ -8,8 +8,9 @@ minutes, so callers poll ``get_operation`` instead of holding a request open.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -35,6 +36,11 @@ from toygres.models import (
 )
 from toygres.runtimes.base import InstanceRuntime
 from toygres.settings import Settings
+
+log = logging.getLogger("toygres.service")
+
+#: called with an orchestration's instance id after it was started (wake-up hints in Azure Functions)
+StartedHook = Callable[[str], Awaitable[None]]
 
 
 class InstanceGone(Exception):
@@ -74,8 +80,11 @@ class ControlPlane:
         metadata: MetadataRepository,
         runtimes: Mapping[RuntimeKind, InstanceRuntime],
         timing: LifecycleTiming | None = None,
+        on_started: StartedHook | None = None,
     ) -> None:
         self.settings = settings
+        #: best effort: a failing hook is logged, never fails the request (the work is already durable)
+        self.on_started = on_started
         self.provider = provider
         self.metadata = metadata
         self.runtimes = dict(runtimes)
@@ -112,6 +121,7 @@ class ControlPlane:
             deploy_attempts=self.timing.deploy_attempts,
         )
         await self.client.start_orchestration(operation_id, "CreateInstance", params.model_dump(mode="json"))
+        await self._started(operation_id)
         return CreateInstanceResponse(
             instance_id=instance_id,
             operation_id=operation_id,
@@ -134,6 +144,7 @@ class ControlPlane:
         )
         await self.metadata.set_delete_orchestration_id(instance_id, operation_id)
         await self.client.start_orchestration(operation_id, "DeleteInstance", params.model_dump(mode="json"))
+        await self._started(operation_id)
         return operation_id
 
     async def get_instance(self, instance_id: UUID) -> InstanceMetadata:
@@ -176,12 +187,25 @@ class ControlPlane:
             updated_at=status.updated_at,
         )
 
-    async def run_reconciler(self) -> str:
-        """Start one Reconciler pass (the timer sweep calls this); returns its instance id."""
-        reconciler_id = f"reconciler-{uuid.uuid4()}"
+    async def run_reconciler(self, instance_id: str | None = None) -> str:
+        """Start one Reconciler pass (the timer sweep calls this); returns its instance id.
+
+        A caller-chosen ``instance_id`` makes the start idempotent: the Functions sweep names one pass
+        per time window, so late, repeated or concurrent sweeps start it at most once.
+        """
+        reconciler_id = instance_id or f"reconciler-{uuid.uuid4()}"
         params = ReconcilerInput(health_interval_seconds=self.timing.health_interval_seconds)
         await self.client.start_orchestration(reconciler_id, "Reconciler", params.model_dump(mode="json"))
+        await self._started(reconciler_id)
         return reconciler_id
+
+    async def _started(self, instance_id: str) -> None:
+        if self.on_started is None:
+            return
+        try:
+            await self.on_started(instance_id)
+        except Exception:  # the orchestration is durably started; a lost notification only delays it
+            log.warning("the on_started hook failed for %s", instance_id, exc_info=True)
 
     async def monitor_status(self, instance_id: UUID) -> RuntimeStatus | None:
         instance = await self.get_instance(instance_id)

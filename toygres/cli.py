@@ -1,0 +1,507 @@
+"""The ``toygres`` command: run the control plane, migrate its database, and talk to its API.
+
+``toygres serve`` and ``toygres migrate`` work on this host; every other command is an HTTP
+client of a running API (``--url``, or ``TOYGRES_API_URL``), so the CLI works the same against
+``toygres serve`` on a laptop and the Azure Functions app.
+
+Exit codes: 0 success; 1 the API refused the request, could not be reached, or the awaited
+operation did not complete; 2 bad command-line arguments (checked locally with the same models
+the API uses, so a typo fails before any request is sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import json
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+from uuid import UUID
+
+import httpx
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from toygres.models import CreateInstanceRequest, InstanceState, RuntimeKind, validation_errors
+
+DEFAULT_API_URL = "http://127.0.0.1:7071/api"
+TERMINAL_OPERATION_STATES = frozenset({"Completed", "Failed", "Cancelled"})
+
+app = typer.Typer(
+    name="toygres",
+    help="Toygres: PostgreSQL instances as a service.",
+    no_args_is_help=True,
+    # locals of a crashing frame may hold a password: never print them
+    pretty_exceptions_show_locals=False,
+)
+instances_app = typer.Typer(help="Create, list, inspect and delete PostgreSQL instances.",
+                            no_args_is_help=True)
+operations_app = typer.Typer(help="Inspect create and delete operations.", no_args_is_help=True)
+app.add_typer(instances_app, name="instances")
+app.add_typer(operations_app, name="operations")
+
+
+# request fields -> the option a CLI user typed, for local validation messages
+_OPTION_FOR_FIELD = {
+    "name": "NAME",
+    "postgres_version": "--version",
+    "storage_size": "--storage",
+    "storage_class": "--storage-class",
+    "runtime": "--runtime",
+    "username": "--username",
+    "database": "--database",
+    "password": "--password-stdin",
+}
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class CliFailure(Exception):
+    """An error to print (without a traceback) before exiting with ``exit_code``."""
+
+    def __init__(self, message: str, *, details: list[str] | None = None, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        self.exit_code = exit_code
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _stdout() -> Console:
+    return Console(highlight=False)
+
+
+def _fail(failure: CliFailure) -> NoReturn:
+    err = _stderr()
+    err.print(f"[bold red]Error:[/] {failure.message}", markup=True, soft_wrap=True)
+    for line in failure.details:
+        err.print(f"  {line}", markup=False, soft_wrap=True)
+    raise typer.Exit(failure.exit_code)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP client
+# --------------------------------------------------------------------------------------------------
+
+
+class ApiClient:
+    """Thin httpx wrapper: JSON in, JSON out, API error bodies turned into :class:`CliFailure`."""
+
+    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise typer.BadParameter("must be an http:// or https:// URL", param_hint="'--url'")
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url + "/", timeout=timeout)
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path.lstrip("/"), **kwargs)
+        except httpx.HTTPError as exc:
+            raise CliFailure(
+                f"cannot reach the Toygres API at {self.base_url}: {exc or type(exc).__name__}",
+                details=["Is `toygres serve` running? Set --url or TOYGRES_API_URL to point elsewhere."],
+            ) from None
+        if response.is_success:
+            return response.json() if response.content else None
+        raise _api_failure(response)
+
+
+def _api_failure(response: httpx.Response) -> CliFailure:
+    try:
+        error = response.json()["error"]
+        message = f"{error['message']} (HTTP {response.status_code}, {error['code']})"
+        details = [f"{f['field']}: {f['message']}" for f in error.get("fields") or []]
+    except (ValueError, KeyError, TypeError):
+        message = f"the API answered HTTP {response.status_code}: {response.text[:300]}"
+        details = []
+    return CliFailure(message, details=details)
+
+
+def _wait_operation(
+    client: ApiClient, operation_id: str, *, timeout: float, interval: float
+) -> dict[str, Any]:
+    """Poll ``GET /operations/{id}`` until it ends; a spinner on stderr shows the phase."""
+    deadline = time.monotonic() + timeout
+    with _stderr().status(f"waiting for {operation_id}") as status:
+        while True:
+            operation: dict[str, Any] = client.call("GET", f"operations/{operation_id}")
+            if operation["status"] in TERMINAL_OPERATION_STATES:
+                return operation
+            if time.monotonic() >= deadline:
+                raise CliFailure(
+                    f"operation {operation_id} is still {operation['status']} after {timeout:.0f} s",
+                    details=["It continues in the background: `toygres operations get " + operation_id + "`"],
+                )
+            phase = operation.get("phase") or operation["status"].lower()
+            status.update(f"{operation_id}: {phase}")
+            time.sleep(interval)
+
+
+def _operation_failure(operation: dict[str, Any]) -> CliFailure:
+    error = operation.get("error") or {}
+    reason = error.get("message") or "no reason recorded"
+    return CliFailure(f"operation {operation['operation_id']} ended {operation['status']}: {reason}")
+
+
+# --------------------------------------------------------------------------------------------------
+# shared options
+# --------------------------------------------------------------------------------------------------
+
+UrlOption = Annotated[
+    str, typer.Option("--url", envvar="TOYGRES_API_URL", show_envvar=True,
+                      help="Base URL of the Toygres API.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+WaitOption = Annotated[bool, typer.Option("--wait", help="Wait until the operation has ended.")]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", min=1, help="With --wait: give up waiting after this many seconds.")
+]
+PollOption = Annotated[
+    float, typer.Option("--poll-interval", min=0.1, help="With --wait: seconds between polls.")
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# instances
+# --------------------------------------------------------------------------------------------------
+
+
+def _local_request(body: dict[str, Any]) -> None:
+    """Validate with the API's own model so bad arguments fail here, with exit code 2."""
+    try:
+        CreateInstanceRequest.model_validate(body)
+    except ValidationError as exc:
+        problems = validation_errors(exc)
+        options = [_OPTION_FOR_FIELD.get(p["field"], p["field"]) for p in problems]
+        hint = ", ".join(f"'{option}'" for option in dict.fromkeys(options))
+        raise typer.BadParameter("; ".join(p["message"] for p in problems), param_hint=hint) from None
+
+
+@instances_app.command("create")
+def create_instance(
+    name: Annotated[str, typer.Argument(help="Instance name: lowercase letters, digits and '-'.")],
+    version: Annotated[str, typer.Option("--version", help="PostgreSQL major version (14 to 17).")] = "17",
+    storage: Annotated[str, typer.Option("--storage", help="Volume size, a Kubernetes quantity.")] = "10Gi",
+    storage_class: Annotated[
+        str | None, typer.Option("--storage-class", help="Kubernetes storage class.")
+    ] = None,
+    runtime: Annotated[
+        RuntimeKind | None, typer.Option("--runtime", help="Where it runs (default: the server's default).")
+    ] = None,
+    username: Annotated[str | None, typer.Option("--username", help="Superuser name (default: postgres).")] = None,
+    database: Annotated[str | None, typer.Option("--database", help="Database name (default: postgres).")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input (else generated).")
+    ] = False,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = 900,
+    poll_interval: PollOption = 1.0,
+    url: UrlOption = DEFAULT_API_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Create an instance. With --wait, print the running instance (or fail with exit code 1)."""
+    body: dict[str, Any] = {"name": name, "postgres_version": version, "storage_size": storage}
+    optional = {
+        "storage_class": storage_class,
+        "runtime": runtime.value if runtime is not None else None,
+        "username": username,
+        "database": database,
+    }
+    body.update({key: value for key, value in optional.items() if value is not None})
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise typer.BadParameter("no password on standard input", param_hint="'--password-stdin'")
+        body["password"] = password
+    _local_request(body)
+    try:
+        with ApiClient(url) as client:
+            created: dict[str, Any] = client.call("POST", "instances", json=body)
+            if not wait:
+                if as_json:
+                    _print_json(created)
+                else:
+                    _show_created(created)
+                return
+            if not as_json:
+                _show_created(created)
+            operation = _wait_operation(
+                client, created["operation_id"], timeout=timeout, interval=poll_interval
+            )
+            if operation["status"] != "Completed":
+                if as_json:
+                    _print_json(operation)
+                raise _operation_failure(operation)
+            instance = client.call("GET", f"instances/{created['instance_id']}")
+    except CliFailure as failure:
+        _fail(failure)
+    if as_json:
+        _print_json(instance)
+    else:
+        _stdout().print(
+            f"[green]✓[/] {instance['name']} is {instance['state']}: {instance.get('connection_string')}"
+        )
+
+
+def _show_created(created: dict[str, Any]) -> None:
+    out = _stdout()
+    out.print(f"Creating instance [bold]{created['name']}[/] ({created['instance_id']})")
+    out.print(f"  operation: {created['operation_id']}", markup=False)
+    out.print(f"  password:  {created['password_hint']}", markup=False, soft_wrap=True)
+
+
+@instances_app.command("list")
+def list_instances(
+    state: Annotated[
+        InstanceState | None, typer.Option("--state", help="Only instances in this state.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="Page size.")] = 50,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of the previous page.")] = None,
+    include_deleted: Annotated[bool, typer.Option("--all", help="Include deleted instances.")] = False,
+    url: UrlOption = DEFAULT_API_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """List instances (newest first)."""
+    params: dict[str, Any] = {"limit": limit, "include_deleted": include_deleted}
+    if state is not None:
+        params["state"] = state.value
+    if cursor is not None:
+        params["cursor"] = cursor
+    try:
+        with ApiClient(url) as client:
+            page: dict[str, Any] = client.call("GET", "instances", params=params)
+    except CliFailure as failure:
+        _fail(failure)
+    if as_json:
+        _print_json(page)
+        return
+    table = Table(title=None, show_lines=False)
+    for column in ("ID", "NAME", "STATE", "HEALTH", "RUNTIME", "VERSION", "STORAGE", "ENDPOINT"):
+        table.add_column(column, no_wrap=column in ("ID", "NAME"))
+    for item in page["items"]:
+        endpoint = f"{item['host']}:{item['port']}" if item.get("host") else "-"
+        table.add_row(
+            item["id"], item["name"], item["state"], item["health_status"], item["runtime"],
+            item["postgres_version"], item["storage_size"], endpoint,
+        )
+    out = _stdout()
+    if page["items"]:
+        out.print(table)
+    else:
+        out.print("no instances")
+    if page.get("next_cursor"):
+        out.print(f"more: --cursor {page['next_cursor']}", markup=False)
+
+
+_INSTANCE_FIELDS = (
+    "id", "name", "state", "health_status", "runtime", "postgres_version", "storage_size", "storage_class",
+    "k8s_name", "k8s_namespace", "connection_string", "username", "database", "last_health_check_at",
+    "last_health_message", "failure_reason", "create_orchestration_id", "delete_orchestration_id",
+    "health_monitor_id", "created_at", "updated_at", "deleted_at",
+)
+
+
+def _show_fields(data: dict[str, Any], fields: tuple[str, ...]) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for key in fields:
+        value = data.get(key)
+        if value is not None:
+            grid.add_row(key, value if isinstance(value, str) else json.dumps(value))
+    _stdout().print(grid)
+
+
+@instances_app.command("get")
+def get_instance(
+    instance_id: Annotated[UUID, typer.Argument(metavar="ID", help="Instance id.")],
+    url: UrlOption = DEFAULT_API_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one instance."""
+    try:
+        with ApiClient(url) as client:
+            instance: dict[str, Any] = client.call("GET", f"instances/{instance_id}")
+    except CliFailure as failure:
+        _fail(failure)
+    if as_json:
+        _print_json(instance)
+    else:
+        _show_fields(instance, _INSTANCE_FIELDS)
+        ref = instance.get("password_ref") or {}
+        if ref.get("store") == "local-file":
+            _stdout().print(f"password     in the file {ref.get('name')}", markup=False)
+        elif ref:
+            _stdout().print(f"password     in Secret {ref.get('namespace')}/{ref.get('name')}", markup=False)
+
+
+@instances_app.command("delete")
+def delete_instance(
+    instance_id: Annotated[UUID, typer.Argument(metavar="ID", help="Instance id.")],
+    wait: WaitOption = False,
+    timeout: TimeoutOption = 900,
+    poll_interval: PollOption = 1.0,
+    url: UrlOption = DEFAULT_API_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete an instance (its server, data and password). With --wait, until it is gone."""
+    try:
+        with ApiClient(url) as client:
+            started: dict[str, Any] = client.call("DELETE", f"instances/{instance_id}")
+            if not wait:
+                if as_json:
+                    _print_json(started)
+                else:
+                    _stdout().print(f"Deleting instance {instance_id}: operation {started['operation_id']}")
+                return
+            if not as_json:
+                _stdout().print(f"Deleting instance {instance_id}: operation {started['operation_id']}")
+            operation = _wait_operation(
+                client, started["operation_id"], timeout=timeout, interval=poll_interval
+            )
+            if as_json:
+                _print_json(operation)
+            if operation["status"] != "Completed":
+                raise _operation_failure(operation)
+    except CliFailure as failure:
+        _fail(failure)
+    if not as_json:
+        _stdout().print(f"[green]✓[/] instance {instance_id} is deleted")
+
+
+# --------------------------------------------------------------------------------------------------
+# operations
+# --------------------------------------------------------------------------------------------------
+
+_OPERATION_FIELDS = (
+    "operation_id", "kind", "instance_id", "status", "phase", "error", "created_at", "updated_at",
+)
+
+
+@operations_app.command("get")
+def get_operation(
+    operation_id: Annotated[str, typer.Argument(metavar="ID", help="Operation id (create-… / delete-…).")],
+    url: UrlOption = DEFAULT_API_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Show an operation's status, phase and error."""
+    try:
+        with ApiClient(url) as client:
+            operation: dict[str, Any] = client.call("GET", f"operations/{operation_id}")
+    except CliFailure as failure:
+        _fail(failure)
+    if as_json:
+        _print_json(operation)
+    else:
+        _show_fields(operation, _OPERATION_FIELDS)
+
+
+# --------------------------------------------------------------------------------------------------
+# serve / migrate
+# --------------------------------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address the API listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port of the API.")] = 7071,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Embedded PostgreSQL data dir (without TOYGRES_DATABASE_URL).")
+    ] = Path(".toygres/control-plane-pg"),
+    instances_dir: Annotated[
+        Path | None,
+        typer.Option("--instances-dir", help="Local runtime instances (default: TOYGRES_LOCAL_DATA_DIR or "
+                     ".toygres/instances)."),
+    ] = None,
+    reconcile_interval: Annotated[
+        float, typer.Option("--reconcile-interval", min=0, help="Seconds between Reconciler passes (0: off).")
+    ] = 300,
+    log_format: Annotated[LogFormat, typer.Option("--log-format", help="Log line format.")] = LogFormat.TEXT,
+    log_level: Annotated[
+        LogLevel, typer.Option("--log-level", case_sensitive=False, help="Lowest level logged.")
+    ] = LogLevel.INFO,
+) -> None:
+    """Run the API, the durable runtime and the reconciler in one process (Ctrl-C stops it)."""
+    from toygres.serve import ServeOptions, run  # local: client commands need not import uvicorn & co
+
+    options = ServeOptions(
+        host=host,
+        port=port,
+        data_dir=data_dir.expanduser().absolute(),
+        instances_dir=instances_dir.expanduser().absolute() if instances_dir is not None else None,
+        reconcile_interval=reconcile_interval,
+        log_format=log_format.value,
+        log_level=log_level.value,
+    )
+    raise typer.Exit(run(options))
+
+
+@app.command("migrate")
+def migrate() -> None:
+    """Create or upgrade the engine and metadata schemas in TOYGRES_DATABASE_URL."""
+    from toygres.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = [f"TOYGRES_{p['field'].upper().replace('.', '__')}: {p['message']}"
+                    for p in validation_errors(exc)]
+        _fail(CliFailure("invalid settings", details=problems, exit_code=2))
+    if settings.database_url is None:
+        _fail(CliFailure("TOYGRES_DATABASE_URL is not set", exit_code=2))
+    try:
+        applied = asyncio.run(_migrate(settings.database_url.get_secret_value(), settings))
+    except Exception as exc:  # psycopg's messages name host and port, never the password
+        _fail(CliFailure(f"migration failed: {type(exc).__name__}: {str(exc).strip()}"))
+    out = _stdout()
+    for schema, names in applied:
+        out.print(f"{schema}: " + (", ".join(names) if names else "up to date"), markup=False)
+
+
+async def _migrate(url: str, settings: Any) -> list[tuple[str, list[str]]]:
+    import psycopg
+
+    from durable_engine.migrate import apply_migrations, load_migrations
+    from toygres.db import migrate_cms
+
+    engine_sql = importlib.resources.files("durable_engine.postgres") / "sql"
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        # same lock key as PostgresProvider.connect (the schema name), so the two never race
+        engine = await apply_migrations(conn, load_migrations(engine_sql), schema=settings.engine_schema)
+    cms = await migrate_cms(url, schema=settings.cms_schema)
+    return [
+        (settings.engine_schema, [m.filename for m in engine]),
+        (settings.cms_schema, [m.filename for m in cms]),
+    ]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
