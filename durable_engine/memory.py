@@ -218,6 +218,16 @@ class InMemoryProvider:
             self._put_message(timed.message, timed.visible_at)
         for task in commit.activity_tasks:
             self._put_task(task)
+        for claimed in commit.claimed_tasks:
+            qid = self._next_id()
+            self._tasks[qid] = _QueuedTask(
+                qid,
+                _copy(claimed.task.to_dict()),
+                self.now(),
+                dequeue_count=claimed.dequeue_count,
+                lock_token=claimed.lock_token,
+                locked_until=claimed.locked_until,
+            )
         for inst in commit.new_instances:
             self._create(inst)
         del self._locks[iid]

@@ -86,6 +86,17 @@ class TimedMessage:
 
 
 @dataclass
+class ClaimedTask:
+    """An activity task the committing runtime already runs (inline): stored locked by it."""
+
+    task: ActivityTask
+    lock_token: str
+    locked_until: datetime
+    #: deliveries so far, counting runs lost with a crashed dispatcher (``ActivityContext.attempt``)
+    dequeue_count: int = 1
+
+
+@dataclass
 class TurnCommit:
     """Everything one orchestration turn does, applied atomically by ``commit_turn``.
 
@@ -101,6 +112,8 @@ class TurnCommit:
     orchestrator_messages: list[TimedMessage] = field(default_factory=list)
     activity_tasks: list[ActivityTask] = field(default_factory=list)
     new_instances: list[NewInstance] = field(default_factory=list)
+    #: tasks stored already locked by the committer, which completes them under ``lock_token``
+    claimed_tasks: list[ClaimedTask] = field(default_factory=list)
 
 
 class Provider(Protocol):
@@ -184,6 +197,7 @@ class Provider(Protocol):
 
 __all__ = [
     "ActivityItem",
+    "ClaimedTask",
     "InstancePage",
     "InstanceRecord",
     "InstanceUpdate",

@@ -15,6 +15,7 @@ import functools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,10 +24,10 @@ from typing import Any, Protocol
 from .context import ActivityContext
 from .errors import ErrorCategory, ErrorInfo, LockLostError
 from .messages import MessageKind, OrchestratorMessage
-from .provider import ActivityItem, OrchestrationItem, Provider, Queue, TurnCommit
+from .provider import ActivityItem, ClaimedTask, OrchestrationItem, Provider, Queue, TurnCommit
 from .registry import Registry
 from .replay import ensure_json
-from .turn import TurnLimits, plan_turn
+from .turn import TurnLimits, can_chain, merge_commits, next_item, plan_turn
 
 log = logging.getLogger("durable_engine.runtime")
 
@@ -50,6 +51,12 @@ class RuntimeOptions:
     error_backoff: timedelta = timedelta(seconds=1)
     #: how long ``shutdown`` waits for in-flight work before abandoning it
     shutdown_grace: float = 10.0
+    #: run the activities a turn schedules right here, and the turns their results unblock,
+    #: before committing: one commit instead of one per turn and activity (see docs/engine.md)
+    inline_activities: bool = True
+    #: how long one dispatch may chain turns; activities still running then are handed over
+    #: (stored locked by this runtime, which completes them like any worker would)
+    inline_budget: timedelta = timedelta(seconds=1)
 
     def __post_init__(self) -> None:
         if self.orchestration_concurrency < 1 or self.activity_concurrency < 1:
@@ -88,6 +95,9 @@ class Runtime:
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
+        #: activities running inline right now; capped by ``activity_concurrency`` like the worker
+        #: loop, so a dispatcher never piles up more executions than a worker would take
+        self._inline_running = 0
 
     # --- long-running mode ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -240,6 +250,11 @@ class Runtime:
                 await process(item)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        if self._inflight and not self._loops:
+            # activities handed over by inline chaining finish here, within the budget; the
+            # caller (a Functions invocation) may freeze the process once this returns
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            await asyncio.wait(set(self._inflight), timeout=left)
         return count
 
     # --- orchestration turns --------------------------------------------------------------------
@@ -247,23 +262,37 @@ class Runtime:
         return await self.provider.fetch_orchestration_item(self.options.lock_timeout)
 
     async def process_orchestration_item(self, item: OrchestrationItem) -> None:
+        inline: list[_InlineRun] = []
+        fetched = time.monotonic()
         try:
             commit = plan_turn(item, self.registry, self.provider.now(), self._limits)
+            if self.options.inline_activities:
+                commit = await self._chain_inline(item, commit, inline, fetched)
+        except asyncio.CancelledError:
+            _cancel_all(inline)
+            await self._abandon_quietly(self.provider.abandon_orchestration_item(item.lock_token))
+            raise
         except Exception:
+            _cancel_all(inline)
             log.exception("planning a turn of %s failed; the messages will be redelivered", item.instance_id)
-            await self.provider.abandon_orchestration_item(item.lock_token, self.options.error_backoff)
+            await self._abandon_quietly(
+                self.provider.abandon_orchestration_item(item.lock_token, self.options.error_backoff)
+            )
             return
         try:
             await self.provider.commit_turn(item.lock_token, commit)
         except LockLostError:
+            _cancel_all(inline)
             log.warning(
                 "lost the lock on %s before committing; another dispatcher redoes the turn", item.instance_id
             )
             return
         except asyncio.CancelledError:
+            _cancel_all(inline)
             await self._abandon_quietly(self.provider.abandon_orchestration_item(item.lock_token))
             raise
         except Exception:
+            _cancel_all(inline)
             log.exception(
                 "committing a turn of %s failed; the messages will be redelivered", item.instance_id
             )
@@ -271,7 +300,61 @@ class Runtime:
                 self.provider.abandon_orchestration_item(item.lock_token, self.options.error_backoff)
             )
             return
+        for run in inline:  # handed over: finish them like a worker that fetched them
+            finisher = asyncio.create_task(self._complete_running(run.item, run.execution))
+            self._inflight.add(finisher)
+            finisher.add_done_callback(self._inflight.discard)
         await self._send_hints(commit)
+
+    async def _chain_inline(
+        self, item: OrchestrationItem, commit: TurnCommit, running: list[_InlineRun], fetched: float
+    ) -> TurnCommit:
+        """Run the turn's activities here and chain the turns they unblock, within the budget.
+
+        Each chained turn is planned exactly as if its completions had come through the queue;
+        the merged commit then applies all of them at once. Activities still running when the
+        budget ends (or the instance stops running) become claimed tasks of this runtime.
+        """
+        # never work past half the instance lock: a dispatcher that stalled (a long turn, a
+        # frozen VM) would run activities for a commit that is going to be refused
+        lock_deadline = fetched + self.options.lock_timeout.total_seconds() / 2
+        deadline = min(time.monotonic() + self.options.inline_budget.total_seconds(), lock_deadline)
+        merged, latest, current = commit, commit, item
+        while True:
+            queued = []
+            for task in merged.activity_tasks:
+                if self._inline_running >= self.options.activity_concurrency or time.monotonic() >= deadline:
+                    queued.append(task)  # no inline slot: workers take it from the queue
+                    continue
+                # a crash loses inline runs with the dispatch: when the turn's messages come
+                # back, so does their delivery count, and the activity sees a later attempt
+                activity = ActivityItem(task, uuid.uuid4().hex, dequeue_count=item.dequeue_count)
+                execution = asyncio.ensure_future(self._run_activity(activity))
+                self._inline_running += 1
+                execution.add_done_callback(self._inline_finished)
+                running.append(_InlineRun(activity, execution))
+            merged.activity_tasks = queued
+            remaining = deadline - time.monotonic()
+            if not running or remaining <= 0 or not can_chain(current, latest):
+                break
+            await asyncio.wait(
+                [r.execution for r in running], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            finished = [r for r in running if r.execution.done()]
+            if not finished:
+                break
+            running[:] = [r for r in running if not r.execution.done()]
+            current = next_item(current, latest, [r.execution.result() for r in finished])
+            latest = plan_turn(current, self.registry, self.provider.now(), self._limits)
+            merged = merge_commits(merged, latest)
+        locked_until = self.provider.now() + self.options.activity_lock_timeout
+        merged.claimed_tasks = [
+            ClaimedTask(r.item.task, r.item.lock_token, locked_until, r.item.dequeue_count) for r in running
+        ]
+        return merged
+
+    def _inline_finished(self, _: asyncio.Future[OrchestratorMessage]) -> None:
+        self._inline_running -= 1
 
     async def _send_hints(self, commit: TurnCommit) -> None:
         if self.hints is None:
@@ -293,12 +376,18 @@ class Runtime:
         return await self.provider.fetch_activity(self.options.activity_lock_timeout)
 
     async def process_activity_item(self, item: ActivityItem) -> None:
+        await self._complete_running(item, asyncio.ensure_future(self._run_activity(item)))
+
+    async def _complete_running(
+        self, item: ActivityItem, execution: asyncio.Future[OrchestratorMessage]
+    ) -> None:
+        """Keep the task's lock while ``execution`` runs, then record its result."""
         task = item.task
         renewer = asyncio.create_task(self._renew_while_running(item))
         try:
-            completion = await self._run_activity(item)
+            completion = await execution
         except asyncio.CancelledError:
-            renewer.cancel()
+            execution.cancel()
             await self._abandon_quietly(self.provider.abandon_activity(item.lock_token))
             raise
         finally:
@@ -410,6 +499,19 @@ class Runtime:
             await asyncio.shield(call)
         except Exception:
             log.warning("abandoning a locked item failed; its lock will expire", exc_info=True)
+
+
+@dataclass
+class _InlineRun:
+    """An activity started inline by an orchestration dispatch, under a lock token of its own."""
+
+    item: ActivityItem
+    execution: asyncio.Future[OrchestratorMessage]
+
+
+def _cancel_all(runs: list[_InlineRun]) -> None:
+    for run in runs:
+        run.execution.cancel()  # a sync activity's thread runs on; its result is dropped
 
 
 def _in_daemon_thread(name: str, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:

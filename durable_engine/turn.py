@@ -311,3 +311,68 @@ class _TurnPlanner:
             activity_tasks=result.activity_tasks if sends_work else [],
             new_instances=result.new_instances if sends_work else [],
         )
+
+
+# --- chaining turns in one dispatch (inline activities) --------------------------------------------
+
+
+def can_chain(item: OrchestrationItem, commit: TurnCommit) -> bool:
+    """Whether another turn may follow ``commit`` before it is written.
+
+    Only while the instance keeps running in the same execution: a finished instance has no
+    next turn, and continue-as-new starts a new execution that begins from a fresh fetch.
+    """
+    update = commit.update
+    return (
+        update is not None
+        and update.status == RuntimeStatus.RUNNING
+        and update.execution_id == commit.execution_id
+        and item.instance is not None
+        and item.instance.execution_id == commit.execution_id
+        and not any(m.message.kind == MessageKind.CONTINUE_AS_NEW for m in commit.orchestrator_messages)
+    )
+
+
+def next_item(
+    item: OrchestrationItem, commit: TurnCommit, completions: list[OrchestratorMessage]
+) -> OrchestrationItem:
+    """The item the next chained turn sees: history so far plus the completions that arrived."""
+    assert item.instance is not None and commit.update is not None
+    update = commit.update
+    record = InstanceRecord(
+        instance_id=item.instance_id,
+        name=update.name,
+        version=update.version,
+        status=update.status,
+        execution_id=update.execution_id,
+        input=update.input,
+        output=update.output,
+        error=update.error,
+        custom_status=update.custom_status,
+        parent_instance_id=item.instance.parent_instance_id,
+        created_at=item.instance.created_at,
+        updated_at=item.instance.updated_at,
+    )
+    return OrchestrationItem(
+        instance_id=item.instance_id,
+        lock_token=item.lock_token,
+        instance=record,
+        history=[*item.history, *commit.new_events],
+        messages=completions,
+        dequeue_count=1,
+    )
+
+
+def merge_commits(first: TurnCommit, second: TurnCommit) -> TurnCommit:
+    """One commit that applies two consecutive turns of one instance (``second`` planned on ``first``)."""
+    return TurnCommit(
+        instance_id=first.instance_id,
+        execution_id=second.execution_id,
+        new_events=[*first.new_events, *second.new_events],
+        consumed_message_ids=[*first.consumed_message_ids, *second.consumed_message_ids],
+        update=second.update if second.update is not None else first.update,
+        orchestrator_messages=[*first.orchestrator_messages, *second.orchestrator_messages],
+        activity_tasks=[*first.activity_tasks, *second.activity_tasks],
+        new_instances=[*first.new_instances, *second.new_instances],
+        claimed_tasks=[*first.claimed_tasks, *second.claimed_tasks],
+    )

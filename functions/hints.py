@@ -9,6 +9,7 @@ the turn or the request that sent it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -30,8 +31,21 @@ MAX_VISIBILITY = timedelta(days=7)
 TIMER_MARGIN = timedelta(seconds=1)
 #: keep a delayed hint alive this long after it becomes visible (the TTL must exceed the delay)
 _TTL_AFTER_VISIBLE = timedelta(days=1)
-#: a hint is not worth a long stall: few retries, short timeouts
-_CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "connection_timeout": 5, "read_timeout": 10}
+#: a hint is not worth a long stall of the turn that sends it: one quick retry, short timeouts
+#: (the SDK's default retries back off for 15 s and more), and a hard cap per hint on top
+SEND_TIMEOUT = timedelta(seconds=10)
+
+
+def _client_options() -> dict[str, Any]:
+    return {
+        # read by the async client's own ExponentialRetry
+        "initial_backoff": 1,
+        "increment_base": 2,
+        "retry_total": 1,
+        "random_jitter_range": 1,
+        "connection_timeout": 5,
+        "read_timeout": 5,
+    }
 
 
 def visibility_seconds(delay: timedelta | None) -> int:
@@ -66,7 +80,7 @@ class StorageQueueHints:
                 connection_string,
                 queue,
                 message_encode_policy=TextBase64EncodePolicy(),
-                **_CLIENT_OPTIONS,
+                **_client_options(),
             )
 
         return cls(client(orchestration_queue), client(activity_queue))
@@ -86,7 +100,7 @@ class StorageQueueHints:
                 queue,
                 credential=credential,
                 message_encode_policy=TextBase64EncodePolicy(),
-                **_CLIENT_OPTIONS,
+                **_client_options(),
             )
 
         return cls(client(orchestration_queue), client(activity_queue))
@@ -135,13 +149,14 @@ class StorageQueueHints:
         body = json.dumps({"wake": kind, "sent_at": sent_at, "delay_seconds": visibility})
         ttl = visibility + int(_TTL_AFTER_VISIBLE.total_seconds())
         try:
-            await self._ensure_queue(kind, client)
-            try:
-                await client.send_message(body, visibility_timeout=visibility or None, time_to_live=ttl)
-            except ResourceNotFoundError:  # the queue was deleted since: create it again, once
-                self._ready.discard(kind)
+            async with asyncio.timeout(SEND_TIMEOUT.total_seconds()):
                 await self._ensure_queue(kind, client)
-                await client.send_message(body, visibility_timeout=visibility or None, time_to_live=ttl)
+                try:
+                    await client.send_message(body, visibility_timeout=visibility or None, time_to_live=ttl)
+                except ResourceNotFoundError:  # the queue was deleted since: create it again, once
+                    self._ready.discard(kind)
+                    await self._ensure_queue(kind, client)
+                    await client.send_message(body, visibility_timeout=visibility or None, time_to_live=ttl)
         except Exception as exc:  # best effort: the sweep finds the work; never echo a connection string
             log.warning(
                 "could not send a %s hint to queue %r: %s (%s)",

@@ -126,8 +126,12 @@ def _build_router() -> APIRouter:
                 422, "runtime_not_configured", message, fields=[{"field": "runtime", "message": message}]
             )
         created = await plane.create_instance(body)
-        log.info("create requested: instance %s (%s), operation %s", created.instance_id, created.name,
-                 created.operation_id)
+        log.info(
+            "create requested: instance %s (%s), operation %s",
+            created.instance_id,
+            created.name,
+            created.operation_id,
+        )
         response.headers["Location"] = _operation_location(created.operation_id)
         return created
 

@@ -171,7 +171,5 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # exception text stays in the server log: it may quote internals a caller should not see
-        log.error(
-            "unhandled %s in %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc
-        )
+        log.error("unhandled %s in %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal_error", "internal error; the server log has the details")

@@ -12,6 +12,7 @@ the API uses, so a typo fails before any request is sent).
 from __future__ import annotations
 
 import asyncio
+import getpass
 import importlib.resources
 import json
 import sys
@@ -24,6 +25,7 @@ from uuid import UUID
 import httpx
 import typer
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -39,8 +41,9 @@ app = typer.Typer(
     # locals of a crashing frame may hold a password: never print them
     pretty_exceptions_show_locals=False,
 )
-instances_app = typer.Typer(help="Create, list, inspect and delete PostgreSQL instances.",
-                            no_args_is_help=True)
+instances_app = typer.Typer(
+    help="Create, list, inspect and delete PostgreSQL instances.", no_args_is_help=True
+)
 operations_app = typer.Typer(help="Inspect create and delete operations.", no_args_is_help=True)
 app.add_typer(instances_app, name="instances")
 app.add_typer(operations_app, name="operations")
@@ -86,7 +89,7 @@ def _stderr() -> Console:
 
 
 def _stdout() -> Console:
-    return Console(highlight=False)
+    return Console(highlight=False, soft_wrap=True)
 
 
 def _fail(failure: CliFailure) -> NoReturn:
@@ -176,8 +179,8 @@ def _operation_failure(operation: dict[str, Any]) -> CliFailure:
 # --------------------------------------------------------------------------------------------------
 
 UrlOption = Annotated[
-    str, typer.Option("--url", envvar="TOYGRES_API_URL", show_envvar=True,
-                      help="Base URL of the Toygres API.")
+    str,
+    typer.Option("--url", envvar="TOYGRES_API_URL", show_envvar=True, help="Base URL of the Toygres API."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Wait until the operation has ended.")]
@@ -216,10 +219,10 @@ def create_instance(
     runtime: Annotated[
         RuntimeKind | None, typer.Option("--runtime", help="Where it runs (default: the server's default).")
     ] = None,
-    username: Annotated[str | None, typer.Option("--username", help="Superuser name (default: postgres).")] = None,
-    database: Annotated[str | None, typer.Option("--database", help="Database name (default: postgres).")] = None,
+    username: Annotated[str | None, typer.Option("--username", help="Superuser (default: postgres).")] = None,
+    database: Annotated[str | None, typer.Option("--database", help="Database (default: postgres).")] = None,
     password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input (else generated).")
+        bool, typer.Option("--password-stdin", help="Read the password from stdin (else one is generated).")
     ] = False,
     wait: WaitOption = False,
     timeout: TimeoutOption = 900,
@@ -237,7 +240,9 @@ def create_instance(
     }
     body.update({key: value for key, value in optional.items() if value is not None})
     if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
+        # from a terminal: prompt without echo; from a pipe: the first line
+        tty = sys.stdin.isatty()
+        password = getpass.getpass("Password: ") if tty else sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise typer.BadParameter("no password on standard input", param_hint="'--password-stdin'")
         body["password"] = password
@@ -303,16 +308,19 @@ def list_instances(
     if as_json:
         _print_json(page)
         return
-    table = Table(title=None, show_lines=False)
-    for column in ("ID", "NAME", "STATE", "HEALTH", "RUNTIME", "VERSION", "STORAGE", "ENDPOINT"):
-        table.add_column(column, no_wrap=column in ("ID", "NAME"))
+    out = _stdout()
+    wide = out.width >= 120  # version and storage only when they fit without squeezing the rest
+    columns = ["ID", "NAME", "STATE", "HEALTH", "RUNTIME"]
+    columns += ["VERSION", "STORAGE", "ENDPOINT"] if wide else ["ENDPOINT"]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in columns:
+        table.add_column(column, no_wrap=column == "ID", overflow="fold")
     for item in page["items"]:
         endpoint = f"{item['host']}:{item['port']}" if item.get("host") else "-"
+        extra = [item["postgres_version"], item["storage_size"]] if wide else []
         table.add_row(
-            item["id"], item["name"], item["state"], item["health_status"], item["runtime"],
-            item["postgres_version"], item["storage_size"], endpoint,
+            item["id"], item["name"], item["state"], item["health_status"], item["runtime"], *extra, endpoint
         )
-    out = _stdout()
     if page["items"]:
         out.print(table)
     else:
@@ -322,10 +330,28 @@ def list_instances(
 
 
 _INSTANCE_FIELDS = (
-    "id", "name", "state", "health_status", "runtime", "postgres_version", "storage_size", "storage_class",
-    "k8s_name", "k8s_namespace", "connection_string", "username", "database", "last_health_check_at",
-    "last_health_message", "failure_reason", "create_orchestration_id", "delete_orchestration_id",
-    "health_monitor_id", "created_at", "updated_at", "deleted_at",
+    "id",
+    "name",
+    "state",
+    "health_status",
+    "runtime",
+    "postgres_version",
+    "storage_size",
+    "storage_class",
+    "k8s_name",
+    "k8s_namespace",
+    "connection_string",
+    "username",
+    "database",
+    "last_health_check_at",
+    "last_health_message",
+    "failure_reason",
+    "create_orchestration_id",
+    "delete_orchestration_id",
+    "health_monitor_id",
+    "created_at",
+    "updated_at",
+    "deleted_at",
 )
 
 
@@ -402,7 +428,14 @@ def delete_instance(
 # --------------------------------------------------------------------------------------------------
 
 _OPERATION_FIELDS = (
-    "operation_id", "kind", "instance_id", "status", "phase", "error", "created_at", "updated_at",
+    "operation_id",
+    "kind",
+    "instance_id",
+    "status",
+    "phase",
+    "error",
+    "created_at",
+    "updated_at",
 )
 
 
@@ -438,8 +471,10 @@ def serve(
     ] = Path(".toygres/control-plane-pg"),
     instances_dir: Annotated[
         Path | None,
-        typer.Option("--instances-dir", help="Local runtime instances (default: TOYGRES_LOCAL_DATA_DIR or "
-                     ".toygres/instances)."),
+        typer.Option(
+            "--instances-dir",
+            help="Local runtime instances (default: TOYGRES_LOCAL_DATA_DIR or .toygres/instances).",
+        ),
     ] = None,
     reconcile_interval: Annotated[
         float, typer.Option("--reconcile-interval", min=0, help="Seconds between Reconciler passes (0: off).")
@@ -472,8 +507,9 @@ def migrate() -> None:
     try:
         settings = Settings()
     except ValidationError as exc:
-        problems = [f"TOYGRES_{p['field'].upper().replace('.', '__')}: {p['message']}"
-                    for p in validation_errors(exc)]
+        problems = [
+            f"TOYGRES_{p['field'].upper().replace('.', '__')}: {p['message']}" for p in validation_errors(exc)
+        ]
         _fail(CliFailure("invalid settings", details=problems, exit_code=2))
     if settings.database_url is None:
         _fail(CliFailure("TOYGRES_DATABASE_URL is not set", exit_code=2))

@@ -216,9 +216,18 @@ class _Server(uvicorn.Server):
     runtime, the pools and the embedded server are shut down.
     """
 
+    def __init__(self, config: uvicorn.Config, *, started_message: str) -> None:
+        super().__init__(config)
+        self._started_message = started_message
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            log.info("%s", self._started_message)
 
 
 async def _reconcile_periodically(plane: ControlPlane, interval: float) -> None:
@@ -285,15 +294,18 @@ async def serve(options: ServeOptions, settings: Settings | None = None) -> None
                 return
             app = create_app(lambda: plane)
             config = uvicorn.Config(
-                app, host=options.host, port=options.port, log_config=None, lifespan="off",
-                server_header=False, timeout_graceful_shutdown=max(1, round(options.shutdown_grace)),
+                app,
+                host=options.host,
+                port=options.port,
+                log_config=None,
+                lifespan="off",
+                server_header=False,
+                timeout_graceful_shutdown=max(1, round(options.shutdown_grace)),
             )
-            server = _Server(config)
-            servers.append(server)
             host, port = sock.getsockname()[:2]
-            shown = f"[{host}]" if ":" in host else host
-            base = f"http://{shown}:{port}/api"
-            log.info("API listening on %s (docs: %s/docs)", base, base)
+            base = f"http://{f'[{host}]' if ':' in host else host}:{port}/api"
+            server = _Server(config, started_message=f"API listening on {base} (docs: {base}/docs)")
+            servers.append(server)
             await server.serve(sockets=[sock])
             log.info("API stopped; shutting down the runtime")
     finally:

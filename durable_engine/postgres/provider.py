@@ -118,8 +118,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 class PostgresProvider:
     """:class:`~durable_engine.provider.Provider` on PostgreSQL; build it with :meth:`connect`."""
 
-    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]], listener: Listener,
-                 schema: str) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]], listener: Listener, schema: str
+    ) -> None:
         self._pool = pool
         self._listener = listener
         self.schema = schema
@@ -174,9 +175,7 @@ class PostgresProvider:
 
     # --- instance creation and client-side messages ---------------------------------------
     async def create_instance(self, instance: NewInstance) -> bool:
-        created = await self._scalar(
-            "SELECT create_instances(%s)", (Jsonb([_new_instance_json(instance)]),)
-        )
+        created = await self._scalar("SELECT create_instances(%s)", (Jsonb([_new_instance_json(instance)]),))
         return bool(created)
 
     async def enqueue_orchestrator_message(
@@ -229,7 +228,17 @@ class PostgresProvider:
                 }
                 for tm in commit.orchestrator_messages
             ],
-            "tasks": [{"instance_id": t.instance_id, "payload": t.to_dict()} for t in commit.activity_tasks],
+            "tasks": [{"instance_id": t.instance_id, "payload": t.to_dict()} for t in commit.activity_tasks]
+            + [
+                {
+                    "instance_id": c.task.instance_id,
+                    "payload": c.task.to_dict(),
+                    "lock_token": c.lock_token,
+                    "locked_until": c.locked_until.isoformat(),
+                    "delivery_count": c.dequeue_count,
+                }
+                for c in commit.claimed_tasks
+            ],
             "new_instances": [_new_instance_json(n) for n in commit.new_instances],
         }
         try:
@@ -259,13 +268,10 @@ class PostgresProvider:
         )
 
     async def renew_activity_lock(self, lock_token: str, lock_timeout: timedelta) -> bool:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "UPDATE activity_queue SET visible_at = now() + make_interval(secs => %s)"
-                " WHERE lock_token = %s",
-                (lock_timeout.total_seconds(), lock_token),
-            )
-            return cur.rowcount > 0
+        renewed = await self._scalar(
+            "SELECT renew_activity_lock(%s, %s)", (lock_token, lock_timeout.total_seconds())
+        )
+        return bool(renewed)
 
     async def complete_activity(self, lock_token: str, completion: OrchestratorMessage) -> bool:
         done = await self._scalar(

@@ -24,6 +24,8 @@ class Engine:
     provider: Provider
     registry: Registry = field(default_factory=Registry)
     runtimes: list[Runtime] = field(default_factory=list)
+    #: run activities inline in the orchestration dispatch (the default) or only via the queue
+    inline: bool = True
 
     @property
     def client(self) -> Client:
@@ -36,6 +38,7 @@ class Engine:
         return None
 
     async def start_runtime(self, **options: Any) -> Runtime:
+        options.setdefault("inline_activities", self.inline)
         opts = RuntimeOptions(idle_wait=0.5, **options)
         runtime = Runtime(self.provider, self.registry, opts)
         await runtime.start()

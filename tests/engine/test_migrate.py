@@ -132,7 +132,9 @@ async def test_concurrent_migrators_apply_each_file_once(tmp_path: Path, pg_dsn:
     results = await asyncio.wait_for(asyncio.gather(*(run() for _ in range(4))), timeout=60)
     assert sorted(len(r) for r in results) == [0, 0, 0, 3]
     assert await fetch(pg_dsn, "SELECT file FROM app.apply_log ORDER BY file") == [
-        ("0001",), ("0002",), ("0010",)
+        ("0001",),
+        ("0002",),
+        ("0010",),
     ]
     assert await fetch(pg_dsn, "SELECT count(*) FROM app.items") == [(1,)]
 
@@ -141,8 +143,13 @@ async def test_edited_applied_migration_is_refused(tmp_path: Path, pg_dsn: str) 
     directory = write(tmp_path, FILES)
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
         await apply_migrations(conn, load_migrations(directory), schema="app")
-        write(directory, {"0002_item_function.sql": FILES["0002_item_function.sql"] + "-- tweak\n",
-                          "0020_later.sql": "CREATE TABLE later (x int);"})
+        write(
+            directory,
+            {
+                "0002_item_function.sql": FILES["0002_item_function.sql"] + "-- tweak\n",
+                "0020_later.sql": "CREATE TABLE later (x int);",
+            },
+        )
         with pytest.raises(MigrationError, match=r"0002_item_function\.sql was changed"):
             await apply_migrations(conn, load_migrations(directory), schema="app")
     # nothing after the refusal ran
@@ -165,12 +172,17 @@ async def test_failed_migration_rolls_back_and_keeps_earlier(tmp_path: Path, pg_
         # the connection is still usable and its lock released: another session can migrate
         assert (await (await conn.execute("SELECT 1")).fetchone()) == (1,)
     assert await fetch(pg_dsn, "SELECT version FROM app.schema_migrations") == [(1,)]
-    assert await fetch(pg_dsn, "SELECT to_regclass('app.good') IS NOT NULL, to_regclass('app.half') IS NULL,"
-                               " to_regclass('app.never') IS NULL") == [(True, True, True)]
+    assert await fetch(
+        pg_dsn,
+        "SELECT to_regclass('app.good') IS NOT NULL, to_regclass('app.half') IS NULL,"
+        " to_regclass('app.never') IS NULL",
+    ) == [(True, True, True)]
     async with await psycopg.AsyncConnection.connect(pg_dsn) as other:
         fixed = [m for m in migrations if m.version != 2]
-        assert [m.version for m in await asyncio.wait_for(
-            apply_migrations(other, fixed, schema="app"), timeout=30)] == [3]
+        assert [
+            m.version
+            for m in await asyncio.wait_for(apply_migrations(other, fixed, schema="app"), timeout=30)
+        ] == [3]
 
 
 async def test_refuses_connection_inside_transaction(pg_dsn: str) -> None:

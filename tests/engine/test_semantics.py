@@ -26,9 +26,10 @@ from durable_engine.provider import Provider
 from .harness import Engine
 
 
-@pytest.fixture
-async def engine(provider: Provider) -> AsyncIterator[Engine]:
-    eng = Engine(provider)
+@pytest.fixture(params=[True, False], ids=["inline", "queued"])
+async def engine(provider: Provider, request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    """Every semantic holds whether activities run inline in the dispatch or via the queue."""
+    eng = Engine(provider, inline=request.param)
     try:
         yield eng
     finally:

@@ -24,6 +24,7 @@ import azure.functions as func
 import psutil
 import pytest
 from azure.core.exceptions import ResourceExistsError
+from azure.functions.queue import QueueMessage as HostQueueMessage
 from azure.storage.queue import TextBase64DecodePolicy
 from azure.storage.queue.aio import QueueClient
 
@@ -60,24 +61,28 @@ def azurite() -> Iterator[str]:
         pytest.skip("Azurite is not installed: run `npm install` at the repository root")
     workdir = Path(tempfile.mkdtemp(prefix="toygres-azurite-"))
     port = _free_port()
+    log = (workdir / "azurite.log").open("wb")
     proc = subprocess.Popen(
         [
             str(binary),
-            "--queueHost", "127.0.0.1",
-            "--queuePort", str(port),
-            "--location", str(workdir),
+            "--queueHost",
+            "127.0.0.1",
+            "--queuePort",
+            str(port),
+            "--location",
+            str(workdir),
             "--silent",
             "--skipApiVersionCheck",
             "--disableTelemetry",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,  # a file, not a pipe: a pipe nobody reads could fill up and stall Azurite
     )
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                err = (workdir / "azurite.log").read_text(errors="replace")
                 pytest.fail(f"Azurite exited with {proc.returncode}: {err[-2000:]}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -97,18 +102,24 @@ def azurite() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def reader(connection: str, queue: str) -> QueueClient:
     """A test-side client that decodes what the hint sender encoded (as the Functions host does)."""
-    return QueueClient.from_connection_string(connection, queue, message_decode_policy=TextBase64DecodePolicy())
+    return QueueClient.from_connection_string(
+        connection, queue, message_decode_policy=TextBase64DecodePolicy()
+    )
 
 
 @pytest.fixture
 async def queues(azurite: str) -> AsyncIterator[dict[str, QueueClient]]:
     """Both hint queues, existing and empty at the start of the test."""
-    clients = {ORCHESTRATION_QUEUE: reader(azurite, ORCHESTRATION_QUEUE), ACTIVITY_QUEUE: reader(azurite, ACTIVITY_QUEUE)}
+    clients = {
+        ORCHESTRATION_QUEUE: reader(azurite, ORCHESTRATION_QUEUE),
+        ACTIVITY_QUEUE: reader(azurite, ACTIVITY_QUEUE),
+    }
     for client in clients.values():
         try:
             await client.create_queue()
@@ -152,8 +163,16 @@ def fast_functions(**extra: Any) -> FunctionsSettings:
 
 
 @pytest.fixture
-async def host(pg_dsn: str, pg_tmp_dir: Path, azurite: str) -> AsyncIterator[Host]:
-    """The process-wide host, built as a worker would, on this test's database and Azurite."""
+async def host(
+    request: pytest.FixtureRequest, pg_dsn: str, pg_tmp_dir: Path, azurite: str
+) -> AsyncIterator[Host]:
+    """The process-wide host, built as a worker would, on this test's database and Azurite.
+
+    Inline activities (the engine running a turn's activities in the orchestration dispatch) are
+    off unless a test asks for them (``@pytest.mark.parametrize("host", [True], indirect=True)``),
+    so activities go through the activity queue and its hints.
+    """
+    inline = bool(getattr(request, "param", False))
     root = pg_tmp_dir / "instances"
     host_state.configure(
         HostConfig(
@@ -163,8 +182,11 @@ async def host(pg_dsn: str, pg_tmp_dir: Path, azurite: str) -> AsyncIterator[Hos
             runtimes={RuntimeKind.LOCAL: LocalRuntime(root)},
             timing=FAST,
             runtime_options=RuntimeOptions(
-                idle_wait=0.3, orchestration_concurrency=2, activity_concurrency=4,
+                idle_wait=0.3,
+                orchestration_concurrency=2,
+                activity_concurrency=4,
                 error_backoff=timedelta(milliseconds=200),
+                inline_activities=inline,
             ),
             hints=lambda: StorageQueueHints.from_connection_string(azurite),
         )
@@ -183,8 +205,8 @@ async def host(pg_dsn: str, pg_tmp_dir: Path, azurite: str) -> AsyncIterator[Hos
 
 
 def queue_message(message: Any) -> func.QueueMessage:
-    """What the Functions host hands the trigger for a received Storage message."""
-    return func.QueueMessage(
+    """What the Functions worker hands the trigger for a received Storage message."""
+    return HostQueueMessage(
         id=message.id,
         body=message.content.encode() if isinstance(message.content, str) else message.content,
         dequeue_count=message.dequeue_count,
