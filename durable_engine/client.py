@@ -19,6 +19,8 @@ from .replay import ensure_json
 from .status import InstancePage, OrchestrationStatus, RuntimeStatus
 
 MAX_INSTANCE_ID_LENGTH = 256
+#: waits rely on change notifications; this bounds the damage of one that never comes
+_FALLBACK_POLL = 5.0
 
 
 def _seconds(timeout: float | timedelta) -> float:
@@ -68,17 +70,26 @@ class Client:
         """Wait until the instance is Completed, Failed or Cancelled; TimeoutError otherwise."""
         deadline = time.monotonic() + _seconds(timeout)
         while True:
-            status = await self.get_status(instance_id)
-            if status is None:
-                raise InstanceNotFoundError(instance_id)
-            if status.is_terminal:
-                return status
-            left = deadline - time.monotonic()
-            if left <= 0:
-                waited = _seconds(timeout)
-                state = status.status.value
-                raise TimeoutError(f"orchestration {instance_id!r} is still {state} after {waited} s")
-            await self.provider.wait_for_instance_change(instance_id, min(left, 1.0))
+            # start watching before reading, so a change between the read and the wait still
+            # wakes us (providers register the watch before their first await)
+            left = max(deadline - time.monotonic(), 0.0)
+            change = asyncio.ensure_future(
+                self.provider.wait_for_instance_change(instance_id, min(left, _FALLBACK_POLL))
+            )
+            await asyncio.sleep(0)
+            try:
+                status = await self.get_status(instance_id)
+                if status is None:
+                    raise InstanceNotFoundError(instance_id)
+                if status.is_terminal:
+                    return status
+                if left <= 0:
+                    waited = _seconds(timeout)
+                    state = status.status.value
+                    raise TimeoutError(f"orchestration {instance_id!r} is still {state} after {waited} s")
+                await change
+            finally:
+                change.cancel()
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Deliver an external event; it is kept until the orchestration waits for it."""

@@ -185,7 +185,11 @@ class Provider(Protocol):
         ...
 
     async def wait_for_instance_change(self, instance_id: str, timeout: float) -> None:
-        """Return when the instance's status may have changed, or after ``timeout`` seconds."""
+        """Return when the instance's status may have changed, or after ``timeout`` seconds.
+
+        The watch must be registered when the coroutine starts, before its first ``await``:
+        callers start it, read the status, and only then await it, so no change is missed.
+        """
         ...
 
     def now(self) -> datetime:

@@ -63,9 +63,13 @@ class StorageQueueHints:
     created on first use, so a fresh storage account (or Azurite) needs no setup step.
     """
 
-    def __init__(self, orchestrations: QueueClient, activities: QueueClient) -> None:
+    def __init__(
+        self, orchestrations: QueueClient, activities: QueueClient, *, credential: Any = None
+    ) -> None:
         self._clients = {"orchestrations": orchestrations, "activities": activities}
         self._ready: set[str] = set()
+        #: an async credential this object created and so must close
+        self._credential = credential
 
     @classmethod
     def from_connection_string(
@@ -103,7 +107,8 @@ class StorageQueueHints:
                 **_client_options(),
             )
 
-        return cls(client(orchestration_queue), client(activity_queue))
+        owned = credential if hasattr(credential, "close") else None
+        return cls(client(orchestration_queue), client(activity_queue), credential=owned)
 
     @classmethod
     def from_environment(cls, setting: str = STORAGE_CONNECTION) -> StorageQueueHints | None:
@@ -142,6 +147,11 @@ class StorageQueueHints:
                 await client.close()
             except Exception:
                 log.debug("closing a hint queue client failed", exc_info=True)
+        if self._credential is not None:
+            try:
+                await self._credential.close()
+            except Exception:
+                log.debug("closing the hint credential failed", exc_info=True)
 
     async def _send(self, kind: str, visibility: int) -> None:
         client = self._clients[kind]

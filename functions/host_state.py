@@ -27,6 +27,9 @@ log = logging.getLogger("toygres.functions.host")
 
 HintsFactory = Callable[[], StorageQueueHints | None]
 
+#: how long closing the host lets running activities finish before abandoning them
+SHUTDOWN_GRACE_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class HostConfig:
@@ -89,7 +92,9 @@ async def get_host() -> Host:
 async def close_host() -> None:
     """Close the pools and clients (worker shutdown, end of a test); the next ``get_host`` reopens."""
     global _host, _stack, _lock
-    stack, _host, _stack, _lock = _stack, None, None, None
+    host, stack, _host, _stack, _lock = _host, _stack, None, None, None
+    if host is not None:  # activities handed over by inline chaining get a moment to record results
+        await host.runtime.shutdown(grace=SHUTDOWN_GRACE_SECONDS)
     if stack is not None:
         await stack.aclose()
 
@@ -113,7 +118,7 @@ async def _open(config: HostConfig) -> None:
                 pool_size=functions.pool_size,
             )
         )
-        hints = config.hints()
+        hints = _build_hints(config.hints)
         if hints is not None:
             stack.push_async_callback(hints.close)
             plane.on_started = _wake_orchestrations(hints)
@@ -136,3 +141,12 @@ def _wake_orchestrations(hints: StorageQueueHints) -> StartedHook:
         await hints.orchestrations_ready(None)
 
     return on_started
+
+
+def _build_hints(factory: HintsFactory) -> StorageQueueHints | None:
+    """Hints are an optimisation: a storage setting that cannot be used leaves the sweep to do the work."""
+    try:
+        return factory()
+    except Exception as exc:  # e.g. a malformed connection string; never echo it
+        log.error("wake-up hints are off, the storage setting is unusable: %s", type(exc).__name__)
+        return None
