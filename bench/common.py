@@ -35,8 +35,16 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(warmup=5, seq_n=40, throughput_n=100, chain_len=10, chain_n=8,
-                   fanout_width=100, fanout_n=2, idle_seconds=3.0)
+        return cls(
+            warmup=5,
+            seq_n=40,
+            throughput_n=100,
+            chain_len=10,
+            chain_n=8,
+            fanout_width=100,
+            fanout_n=2,
+            idle_seconds=3.0,
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -75,7 +83,7 @@ def parse_result(stdout: str) -> dict[str, Any]:
     lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
     if not lines:
         raise RuntimeError("the benchmark subprocess printed no result line")
-    parsed: dict[str, Any] = json.loads(lines[-1][len(RESULT_PREFIX):])
+    parsed: dict[str, Any] = json.loads(lines[-1][len(RESULT_PREFIX) :])
     return parsed
 
 

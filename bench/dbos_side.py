@@ -106,17 +106,20 @@ class DbosBench:
 
 
 def run(dsn: str, sizes: Sizes, cfg: DbosConfig, scenario: str) -> dict[str, Any]:
-    DBOS(config={
-        "name": "engine-bench",
-        "system_database_url": dsn,
-        "sys_db_pool_size": cfg.pool_size,
-        "log_level": "WARNING",
-    })
+    DBOS(
+        config={
+            "name": "engine-bench",
+            "system_database_url": dsn,
+            "sys_db_pool_size": cfg.pool_size,
+            "log_level": "WARNING",
+        }
+    )
     DBOS.launch()
     if "queue" in (cfg.throughput_mode, cfg.fanout_mode):
         # only when used: a 50 ms polling queue costs idle CPU the default setup does not pay
-        DBOS.register_queue(QUEUE_NAME, worker_concurrency=cfg.queue_concurrency,
-                            polling_interval_sec=cfg.queue_polling_s)
+        DBOS.register_queue(
+            QUEUE_NAME, worker_concurrency=cfg.queue_concurrency, polling_interval_sec=cfg.queue_polling_s
+        )
     bench = DbosBench()
     out: dict[str, Any] = {"system": "dbos", "config": asdict(cfg)}
     try:
@@ -154,8 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queue-polling", type=float, default=DbosConfig.queue_polling_s)
     args = parser.parse_args(argv)
     logging.getLogger("dbos").setLevel(logging.WARNING)
-    cfg = DbosConfig(args.pool_size, args.throughput_mode, args.fanout_mode, args.queue_concurrency,
-                     args.queue_polling)
+    cfg = DbosConfig(
+        args.pool_size, args.throughput_mode, args.fanout_mode, args.queue_concurrency, args.queue_polling
+    )
     emit(run(args.dsn, Sizes.from_json(args.sizes), cfg, args.scenario))
 
 

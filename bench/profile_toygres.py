@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.prototypes import apply_wake_fixes
 from bench.toygres_side import ToygresConfig, build_registry
 from durable_engine import Client, Runtime, RuntimeOptions, RuntimeStatus
 from durable_engine.postgres import PostgresProvider
@@ -32,9 +31,17 @@ from durable_engine.postgres import PostgresProvider
 Event = tuple[float, float, str, str]  # start, end, what, detail
 
 _TRACED = [
-    "create_instance", "fetch_orchestration_item", "commit_turn", "fetch_activity", "complete_activity",
-    "get_instance", "wait_for_work", "wait_for_instance_change", "renew_activity_lock",
-    "abandon_orchestration_item", "abandon_activity",
+    "create_instance",
+    "fetch_orchestration_item",
+    "commit_turn",
+    "fetch_activity",
+    "complete_activity",
+    "get_instance",
+    "wait_for_work",
+    "wait_for_instance_change",
+    "renew_activity_lock",
+    "abandon_orchestration_item",
+    "abandon_activity",
 ]
 
 
@@ -75,8 +82,10 @@ def summarize(events: list[Event], n: int, wall: float, label: str = "One(1)") -
             continue
         key = f"{what} ({detail})" if detail else what
         by[key].append(t1 - t0)
-    lines = [f"{n} sequential {label} orchestrations in {wall:.2f} s ({1000 * wall / n:.2f} ms each)",
-             f"{'call':44s} {'per orch':>9s} {'mean ms':>9s} {'p50 ms':>9s}"]
+    lines = [
+        f"{n} sequential {label} orchestrations in {wall:.2f} s ({1000 * wall / n:.2f} ms each)",
+        f"{'call':44s} {'per orch':>9s} {'mean ms':>9s} {'p50 ms':>9s}",
+    ]
     for key, durations in sorted(by.items(), key=lambda kv: -len(kv[1])):
         mean = statistics.fmean(durations) * 1000
         p50 = statistics.median(durations) * 1000
@@ -94,13 +103,15 @@ def wakeup_latency(events: list[Event]) -> str:
         for i, (t0, _, what, detail) in enumerate(ordered):
             if what != "NOTIFY" or detail != channel:
                 continue
-            nxt = next((e[0] for e in ordered[i + 1:] if e[2] == fetch), None)
+            nxt = next((e[0] for e in ordered[i + 1 :] if e[2] == fetch), None)
             if nxt is not None and nxt - t0 < 0.5:
                 gaps.append((nxt - t0) * 1000)
         if gaps:
             median = statistics.median(gaps)
-            lines.append(f"wake-up latency NOTIFY {channel} -> next {fetch}: median {median:.3f} ms,"
-                         f" p95 {sorted(gaps)[int(0.95 * (len(gaps) - 1))]:.3f} ms ({len(gaps)} samples)")
+            lines.append(
+                f"wake-up latency NOTIFY {channel} -> next {fetch}: median {median:.3f} ms,"
+                f" p95 {sorted(gaps)[int(0.95 * (len(gaps) - 1))]:.3f} ms ({len(gaps)} samples)"
+            )
     return "\n".join(lines)
 
 
@@ -115,16 +126,19 @@ def timeline(events: list[Event], start: float, end: float) -> str:
 SHAPES: dict[str, tuple[str, Any]] = {"one": ("One", 1), "chain": ("Chain", 10), "fanout": ("FanOut", 100)}
 
 
-async def profile(dsn: str, n: int, cfg: ToygresConfig, shape: str = "one", prototype: bool = False) -> None:
+async def profile(dsn: str, n: int, cfg: ToygresConfig, shape: str = "one") -> None:
     name, arg = SHAPES[shape]
     provider = await PostgresProvider.connect(dsn, min_pool=cfg.max_pool, max_pool=cfg.max_pool)
-    if prototype:
-        apply_wake_fixes(provider)
     tracer = Tracer()
     tracer.install(provider)
-    runtime = Runtime(provider, build_registry(cfg.async_activities), RuntimeOptions(
-        orchestration_concurrency=cfg.orchestration_concurrency,
-        activity_concurrency=cfg.activity_concurrency))
+    runtime = Runtime(
+        provider,
+        build_registry(cfg.async_activities),
+        RuntimeOptions(
+            orchestration_concurrency=cfg.orchestration_concurrency,
+            activity_concurrency=cfg.activity_concurrency,
+        ),
+    )
     await runtime.start()
     client = Client(provider)
     try:
@@ -167,17 +181,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="one")
     parser.add_argument("--async-activities", action="store_true")
-    parser.add_argument("--prototype-wake-fixes", action="store_true",
-                        help="emulate the two proposed wake-up fixes in this process")
     args = parser.parse_args()
     cfg = ToygresConfig(async_activities=args.async_activities)
     if args.dsn:
-        asyncio.run(profile(args.dsn, args.n, cfg, args.shape, args.prototype_wake_fixes))
+        asyncio.run(profile(args.dsn, args.n, cfg, args.shape))
         return
     from bench.engine_bench import embedded_server
 
     with embedded_server(fast=False) as dsns:
-        asyncio.run(profile(dsns["toygres"], args.n, cfg, args.shape, args.prototype_wake_fixes))
+        asyncio.run(profile(dsns["toygres"], args.n, cfg, args.shape))
 
 
 if __name__ == "__main__":

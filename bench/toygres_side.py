@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.common import Sizes, emit, latency_summary, measure_idle_cpu
-from bench.prototypes import apply_wake_fixes
 from durable_engine import (
     ActivityContext,
     Client,
@@ -36,8 +35,6 @@ class ToygresConfig:
     activity_concurrency: int = 16
     max_pool: int = 20
     async_activities: bool = False
-    #: emulate the proposed wake-up fixes (bench/prototypes.py); off = the engine as it is
-    prototype_wake_fixes: bool = False
 
 
 def build_registry(async_activities: bool) -> Registry:
@@ -112,8 +109,6 @@ async def run(dsn: str, sizes: Sizes, cfg: ToygresConfig, scenario: str) -> dict
     # a pre-opened pool: the throughput burst should not pay for connection set-up (DBOS's
     # SQLAlchemy pool is warmed by the same warm-up runs)
     provider = await PostgresProvider.connect(dsn, min_pool=cfg.max_pool, max_pool=cfg.max_pool)
-    if cfg.prototype_wake_fixes:
-        apply_wake_fixes(provider)
     runtime = Runtime(
         provider,
         build_registry(cfg.async_activities),
@@ -123,7 +118,8 @@ async def run(dsn: str, sizes: Sizes, cfg: ToygresConfig, scenario: str) -> dict
         ),
     )
     await runtime.start()
-    bench = ToygresBench(Client(provider))
+    # the client shares the process with the runtime, as DBOS's caller shares it with DBOS
+    bench = ToygresBench(Client(provider, runtime=runtime))
     out: dict[str, Any] = {"system": "toygres", "config": asdict(cfg)}
     try:
         for _ in range(sizes.warmup):
@@ -154,16 +150,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--sizes", required=True, help="JSON of bench.common.Sizes")
     parser.add_argument("--scenario", choices=["all", "idle"], default="all")
-    parser.add_argument("--orchestration-concurrency", type=int,
-                        default=ToygresConfig.orchestration_concurrency)
+    parser.add_argument(
+        "--orchestration-concurrency", type=int, default=ToygresConfig.orchestration_concurrency
+    )
     parser.add_argument("--activity-concurrency", type=int, default=ToygresConfig.activity_concurrency)
     parser.add_argument("--max-pool", type=int, default=ToygresConfig.max_pool)
     parser.add_argument("--async-activities", action="store_true")
-    parser.add_argument("--prototype-wake-fixes", action="store_true",
-                        help="emulate the proposed wake-up fixes (bench/prototypes.py)")
     args = parser.parse_args(argv)
-    cfg = ToygresConfig(args.orchestration_concurrency, args.activity_concurrency, args.max_pool,
-                        args.async_activities, args.prototype_wake_fixes)
+    cfg = ToygresConfig(
+        args.orchestration_concurrency, args.activity_concurrency, args.max_pool, args.async_activities
+    )
     emit(asyncio.run(run(args.dsn, Sizes.from_json(args.sizes), cfg, args.scenario)))
 
 

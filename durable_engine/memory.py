@@ -135,6 +135,27 @@ class InMemoryProvider:
     async def create_instance(self, instance: NewInstance) -> bool:
         return self._create(instance)
 
+    async def create_instance_locked(
+        self, instance: NewInstance, lock_timeout: timedelta
+    ) -> OrchestrationItem | None:
+        if not self._create(instance):
+            return None
+        now = self.now()
+        start_id = max(mid for mid, (iid, _) in self._messages.items() if iid == instance.instance_id)
+        message = self._messages[start_id][1]
+        token = uuid.uuid4().hex
+        message.dequeue_count, message.lock_token = 1, token
+        self._locks[instance.instance_id] = _InstanceLock(token, now + lock_timeout, [start_id])
+        record = self._instances[instance.instance_id]
+        return OrchestrationItem(
+            instance_id=instance.instance_id,
+            lock_token=token,
+            instance=_copy_record(record),
+            history=[],
+            messages=[OrchestratorMessage.from_dict(_copy(message.payload), id=start_id)],
+            dequeue_count=1,
+        )
+
     async def enqueue_orchestrator_message(
         self, message: OrchestratorMessage, visible_at: datetime | None = None
     ) -> None:

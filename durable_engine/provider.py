@@ -122,6 +122,17 @@ class Provider(Protocol):
         """Create the instance row and enqueue its Start message; False if the id existed."""
         ...
 
+    async def create_instance_locked(
+        self, instance: NewInstance, lock_timeout: timedelta
+    ) -> OrchestrationItem | None:
+        """``create_instance``, plus the instance comes back locked for its first turn.
+
+        For a client whose process runs a dispatcher: the first turn starts at once, without a
+        wake-up and a fetch. None if the id existed. If the caller dies, the lock expires and
+        any dispatcher takes the turn, as after a crashed fetch.
+        """
+        ...
+
     async def enqueue_orchestrator_message(
         self, message: OrchestratorMessage, visible_at: datetime | None = None
     ) -> None: ...

@@ -95,6 +95,8 @@ class Runtime:
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
+        #: turns in flight, whether fetched by the loop or handed over by a local client
+        self._orchestration_slots = asyncio.Semaphore(self.options.orchestration_concurrency)
         #: activities running inline right now; capped by ``activity_concurrency`` like the worker
         #: loop, so a dispatcher never piles up more executions than a worker would take
         self._inline_running = 0
@@ -110,7 +112,7 @@ class Runtime:
                     "orchestrator",
                     self._fetch_orchestration,
                     self.process_orchestration_item,
-                    self.options.orchestration_concurrency,
+                    self._orchestration_slots,
                 ),
                 name="orchestration-dispatcher",
             ),
@@ -119,7 +121,7 @@ class Runtime:
                     "worker",
                     self._fetch_activity,
                     self.process_activity_item,
-                    self.options.activity_concurrency,
+                    asyncio.Semaphore(self.options.activity_concurrency),
                 ),
                 name="activity-dispatcher",
             ),
@@ -153,9 +155,8 @@ class Runtime:
         queue: Queue,
         fetch: Callable[[], Awaitable[Any]],
         process: Callable[[Any], Coroutine[Any, Any, None]],
-        concurrency: int,
+        slots: asyncio.Semaphore,
     ) -> None:
-        slots = asyncio.Semaphore(concurrency)
         while not self._stopping.is_set():
             await slots.acquire()
             try:
@@ -172,6 +173,28 @@ class Runtime:
             task: asyncio.Task[None] = asyncio.create_task(process(item))
             self._inflight.add(task)
             task.add_done_callback(functools.partial(self._done, slots))
+
+    async def try_dispatch_locally(self) -> Callable[[OrchestrationItem | None], None] | None:
+        """Reserve a turn slot for an item a local client is about to create locked.
+
+        Returns None when the runtime is not running or has no free slot (the client then
+        creates the instance the ordinary way); else a function that takes the locked item
+        (or None if nothing was created) and runs its turn in the background.
+        """
+        if not self._loops or self._stopping.is_set() or self._orchestration_slots.locked():
+            return None
+        slots = self._orchestration_slots
+        await slots.acquire()  # a slot is free: this returns at once
+
+        def run(item: OrchestrationItem | None) -> None:
+            if item is None:
+                slots.release()
+                return
+            task: asyncio.Task[None] = asyncio.create_task(self.process_orchestration_item(item))
+            self._inflight.add(task)
+            task.add_done_callback(functools.partial(self._done, slots))
+
+        return run
 
     def _done(self, slots: asyncio.Semaphore, task: asyncio.Task[Any]) -> None:
         slots.release()

@@ -63,6 +63,11 @@ class Listener:
             if not waiters:
                 del self._instance_waiters[instance_id]
 
+    def wake_instance(self, instance_id: str) -> None:
+        """Wake this process's waiters on one instance now (its NOTIFY follows; spurious is fine)."""
+        for event in self._instance_waiters.get(instance_id, ()):
+            event.set()
+
     def wake_all(self) -> None:
         """Wake everyone (spurious wake-ups are allowed): used after a reconnect or on close."""
         for kind in list(self._events):

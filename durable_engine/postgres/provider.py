@@ -14,6 +14,7 @@ import base64
 import importlib.resources
 import json
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -79,6 +80,30 @@ _COLUMN_NAMES = [c.strip() for c in _INSTANCE_COLUMNS.split(",")]
 
 def _row_record(row: TupleRow) -> InstanceRecord:
     return _record(dict(zip(_COLUMN_NAMES, row, strict=True)))
+
+
+#: Like _CREATE_ONE, but the start message is delivered and locked to the caller at once (no
+#: NOTIFY: nobody else should fetch it); the instance row comes back for the turn.
+_CREATE_LOCKED = """
+WITH ins AS (
+    INSERT INTO instances (instance_id, name, version, status, execution_id, input,
+                           parent_instance_id, created_at, updated_at)
+    VALUES (%(id)s, %(name)s, %(version)s, 'Pending', 1, %(input)s, %(parent)s, now(), now())
+    ON CONFLICT (instance_id) DO NOTHING
+    RETURNING *
+), lk AS (
+    INSERT INTO instance_locks (instance_id, lock_token, locked_until)
+    SELECT instance_id, %(token)s, now() + make_interval(secs => %(secs)s) FROM ins
+    ON CONFLICT (instance_id) DO UPDATE
+        SET lock_token = EXCLUDED.lock_token, locked_until = EXCLUDED.locked_until
+    RETURNING instance_id, locked_until
+), msg AS (
+    INSERT INTO orchestrator_queue (instance_id, payload, visible_at, lock_token, delivery_count)
+    SELECT instance_id, %(start)s, locked_until, %(token)s, 1 FROM lk
+    RETURNING id, instance_id
+)
+SELECT msg.id, to_jsonb(ins) FROM msg JOIN ins USING (instance_id)
+"""
 
 
 def _new_instance_json(instance: NewInstance) -> dict[str, Any]:
@@ -178,6 +203,37 @@ class PostgresProvider:
         created = await self._scalar("SELECT create_instances(%s)", (Jsonb([_new_instance_json(instance)]),))
         return bool(created)
 
+    async def create_instance_locked(
+        self, instance: NewInstance, lock_timeout: timedelta
+    ) -> OrchestrationItem | None:
+        row = _new_instance_json(instance)
+        token = uuid.uuid4().hex
+        params = {
+            "id": row["instance_id"],
+            "name": row["name"],
+            "version": row["version"],
+            "input": Jsonb(row["input"]),
+            "parent": row["parent_instance_id"],
+            "token": token,
+            "secs": lock_timeout.total_seconds(),
+            "start": Jsonb(row["start"]),
+        }
+        async with self._pool.connection() as conn:
+            # the lock row lives in an unlogged table; only the instance and message need the flush
+            cur = await conn.execute(_CREATE_LOCKED, params)
+            found = await cur.fetchone()
+        if found is None:
+            return None
+        message_id, record = found
+        return OrchestrationItem(
+            instance_id=instance.instance_id,
+            lock_token=token,
+            instance=_record(record),
+            history=[],
+            messages=[OrchestratorMessage.from_dict(row["start"], id=int(message_id))],
+            dequeue_count=1,
+        )
+
     async def enqueue_orchestrator_message(
         self, message: OrchestratorMessage, visible_at: datetime | None = None
     ) -> None:
@@ -251,6 +307,8 @@ class PostgresProvider:
             raise LockLostError(
                 f"lock on orchestration instance {commit.instance_id!r} was lost before the turn committed"
             )
+        if commit.update is not None:
+            self._listener.wake_instance(commit.instance_id)  # local waiters need not await the NOTIFY
 
     async def abandon_orchestration_item(self, lock_token: str, delay: timedelta | None = None) -> None:
         visible_at = self.now() + delay if delay else None

@@ -128,3 +128,63 @@ async def test_inline_runs_respect_activity_concurrency(engine_provider: Provide
 @pytest.fixture
 def engine_provider(provider: Provider) -> Provider:
     return provider
+
+
+async def test_a_client_with_a_local_runtime_dispatches_the_first_turn_itself(
+    counted: tuple[Engine, CountingProvider],
+) -> None:
+    from durable_engine import Client
+
+    engine, wrapper = counted
+    fetches: list[object] = []
+    original_fetch = wrapper.fetch_orchestration_item
+
+    async def counting_fetch(lock_timeout: timedelta) -> Any:
+        item = await original_fetch(lock_timeout)
+        if item is not None:
+            fetches.append(item)
+        return item
+
+    wrapper.fetch_orchestration_item = counting_fetch  # type: ignore[method-assign]
+
+    @engine.registry.activity("Inc")
+    def inc(ctx: Any, x: int) -> int:
+        return x + 1
+
+    @engine.registry.orchestration("One")
+    async def one(ctx: Any, x: int) -> int:
+        return int(await ctx.schedule_activity("Inc", x))
+
+    runtime = await engine.start_runtime()
+    client = Client(wrapper, runtime=runtime)  # type: ignore[arg-type]
+    assert await client.start_orchestration("local", "One", 41)
+    assert not await client.start_orchestration("local", "One", 0)  # still idempotent
+    status = await client.wait_for_completion("local", 20)
+    assert status.status == RuntimeStatus.COMPLETED and status.output == 42
+    assert fetches == []  # nobody fetched it: the client's process ran the turn directly
+    assert len(wrapper.commits) == 1
+
+
+async def test_an_instance_created_locked_but_never_run_is_taken_over_after_the_lock(
+    engine_provider: Provider,
+) -> None:
+    from durable_engine.provider import NewInstance
+
+    engine = Engine(engine_provider)
+
+    @engine.registry.orchestration("Hello")
+    async def hello(ctx: Any, name: str) -> str:
+        return f"hello {name}"
+
+    # a client process created it locked for itself and died before running the turn
+    item = await engine_provider.create_instance_locked(
+        NewInstance("orphan", "Hello", None, "world"), timedelta(seconds=0.5)
+    )
+    assert item is not None and [m.kind.value for m in item.messages] == ["Start"]
+    assert await engine_provider.fetch_orchestration_item(timedelta(seconds=5)) is None  # still locked
+    try:
+        await engine.start_runtime(lock_timeout=timedelta(seconds=0.5))
+        status = await engine.finish("orphan", step=0.2)
+    finally:
+        await engine.stop_all()
+    assert status.output == "hello world"
