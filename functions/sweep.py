@@ -14,7 +14,7 @@ their annotations, which must be real classes, not strings.
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 
@@ -32,22 +32,13 @@ class SweepResult:
     reconciler_id: str | None
 
 
-def reconciler_window_id(now: datetime, every_minutes: int) -> str:
-    """The Reconciler instance id for the window that contains ``now`` (UTC, aligned to the epoch)."""
-    minutes = int(now.astimezone(UTC).timestamp() // 60)
-    start = datetime.fromtimestamp((minutes - minutes % every_minutes) * 60, UTC)
-    return f"reconciler-{start:%Y%m%dT%H%M}Z"
-
-
 async def start_reconciler(host: Host, now: datetime) -> str | None:
     """Start this window's Reconciler pass unless one exists; returns its id, or None when disabled."""
     every = host.settings.reconcile_every_minutes
     if every <= 0:
         return None
-    instance_id = reconciler_window_id(now, every)
-    if await host.plane.client.get_status(instance_id) is None:
-        await host.plane.run_reconciler(instance_id=instance_id)
-        log.info("started reconciler pass %s", instance_id)
+    instance_id = await host.plane.run_reconciler(now=now, every=timedelta(minutes=every))
+    log.info("reconciler pass of this window: %s", instance_id)
     return instance_id
 
 

@@ -35,6 +35,16 @@ PLATFORM_RETRY = RetryPolicy(
 )
 
 
+def platform_retry(attempts: int) -> RetryPolicy:
+    """Retries for calls to the platform (Kubernetes API, local processes) that may fail transiently."""
+    return RetryPolicy(
+        max_attempts=attempts,
+        initial_delay=timedelta(seconds=2),
+        max_delay=timedelta(seconds=60),
+        non_retryable_error_types=NON_RETRYABLE,
+    )
+
+
 class InstanceNotReadyError(Exception):
     """The instance did not become ready before the readiness deadline."""
 
@@ -48,12 +58,7 @@ async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
     params = CreateInstanceInput.model_validate(raw)
     config = params.config.model_dump(mode="json")
     instance_id = str(params.config.instance_id)
-    deploy_retry = RetryPolicy(
-        max_attempts=params.deploy_attempts,
-        initial_delay=timedelta(seconds=2),
-        max_delay=timedelta(seconds=60),
-        non_retryable_error_types=NON_RETRYABLE,
-    )
+    deploy_retry = platform_retry(params.deploy_attempts)
     try:
         ctx.set_custom_status({"phase": "deploying"})
         await ctx.schedule_activity(DEPLOY_POSTGRES, config, retry=deploy_retry)
@@ -89,7 +94,7 @@ async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
         reason = str(exc)
         ctx.set_custom_status({"phase": "cleaning up after failure", "reason": reason})
         try:
-            await ctx.schedule_activity(DELETE_POSTGRES, config, retry=PLATFORM_RETRY)
+            await ctx.schedule_activity(DELETE_POSTGRES, config, retry=deploy_retry)
         except TaskFailedError as cleanup:
             # the instance is failed either way; say that resources may remain and how to retry
             reason += f"; cleaning up failed too ({cleanup}): delete the instance to retry the cleanup"

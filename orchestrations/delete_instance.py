@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from activities import DELETE_POSTGRES, GET_INSTANCE_RECORD, STOP_ORCHESTRATION, UPDATE_METADATA
-from durable_engine import OrchestrationContext
+from durable_engine import OrchestrationContext, TaskFailedError
 from toygres.models import InstanceState
 
-from .create_instance import PLATFORM_RETRY
+from .create_instance import PLATFORM_RETRY, platform_retry
 from .inputs import DeleteInstanceInput
 
 NAME = "DeleteInstance"
@@ -37,7 +37,23 @@ async def delete_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
         )
 
     ctx.set_custom_status({"phase": "deleting resources"})
-    removed = await ctx.schedule_activity(DELETE_POSTGRES, config, retry=PLATFORM_RETRY)
+    try:
+        removed = await ctx.schedule_activity(
+            DELETE_POSTGRES, config, retry=platform_retry(params.delete_attempts)
+        )
+    except TaskFailedError as exc:
+        reason = f"deleting the resources failed ({exc}); delete the instance again to retry"
+        await ctx.schedule_activity(
+            UPDATE_METADATA,
+            {
+                "op": "state",
+                "instance_id": instance_id,
+                "state": InstanceState.FAILED.value,
+                "reason": reason,
+            },
+            retry=PLATFORM_RETRY,
+        )
+        raise
     await ctx.schedule_activity(
         UPDATE_METADATA, {"op": "deleted", "instance_id": instance_id}, retry=PLATFORM_RETRY
     )

@@ -23,6 +23,8 @@ class DeleteInstanceInput(_Input):
     config: DeploymentConfig
     #: the create orchestration to stop if it is still running
     create_operation_id: str | None = None
+    #: attempts at removing the resources before the delete fails (and can be retried)
+    delete_attempts: int = Field(default=5, ge=1)
 
 
 class HealthMonitorInput(_Input):

@@ -113,4 +113,3 @@ def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
-

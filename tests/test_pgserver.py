@@ -76,8 +76,9 @@ def test_password_is_required_and_checked(pg_tmp_dir: Path) -> None:
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(pg.dsn(), connect_timeout=10).close()  # no password at all
         # the password file given to initdb is gone and was never written into the data dir
-        assert not any("c0rrect-h0rse" in p.read_text(errors="ignore")
-                       for p in (pg_tmp_dir / "d").glob("*.conf"))
+        assert not any(
+            "c0rrect-h0rse" in p.read_text(errors="ignore") for p in (pg_tmp_dir / "d").glob("*.conf")
+        )
     finally:
         pg.stop()
 
@@ -181,8 +182,14 @@ def test_watchdog_stops_server_when_owner_is_killed(pg_tmp_dir: Path) -> None:
     )
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    proc = subprocess.run([sys.executable, "-c", owner, str(data)], capture_output=True, text=True,
-                          timeout=60, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", owner, str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == -9, proc.stderr
     pid = int(proc.stdout.strip())
     deadline = time.monotonic() + 30

@@ -239,7 +239,9 @@ class EmbeddedPostgres:
         """
         return subprocess.Popen(
             [sys.executable, "-P", str(Path(__file__).resolve()), "--watchdog", str(self.data_dir)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,  # survive the Ctrl-C delivered to our process group
         )
 
@@ -301,8 +303,14 @@ class EmbeddedPostgres:
         with tempfile.TemporaryFile("w+") as out:
             try:
                 result = subprocess.run(
-                    args, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                    stdin=subprocess.DEVNULL, check=False, **self._run_kwargs(),
+                    args,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    timeout=timeout,
+                    stdin=subprocess.DEVNULL,
+                    check=False,
+                    **self._run_kwargs(),
                 )
             except subprocess.TimeoutExpired:
                 raise PostgresServerError(f"{Path(args[0]).name} timed out after {timeout:.0f}s") from None
@@ -314,8 +322,9 @@ class EmbeddedPostgres:
                 )
 
     def _pg_ctl(self, args: list[str], *, timeout: float) -> None:
-        self._run([str(self._bin / "pg_ctl"), *args[:1], "-D", str(self.data_dir), *args[1:]],
-                  timeout=timeout)
+        self._run(
+            [str(self._bin / "pg_ctl"), *args[:1], "-D", str(self.data_dir), *args[1:]], timeout=timeout
+        )
 
     def _prepare_os_user(self) -> None:
         """As root: ensure the service user exists, can reach the binaries and owns the data dir."""
@@ -330,7 +339,9 @@ class EmbeddedPostgres:
             except KeyError:
                 subprocess.run(
                     ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_OS_USER],
-                    check=False, capture_output=True, text=True,
+                    check=False,
+                    capture_output=True,
+                    text=True,
                 )
                 try:
                     entry = pwd.getpwnam(PG_OS_USER)
@@ -351,8 +362,13 @@ class EmbeddedPostgres:
         if any(self.data_dir.iterdir()):
             raise PostgresServerError(f"{self.data_dir} is not empty and holds no PostgreSQL cluster")
         args = [
-            str(self._bin / "initdb"), "-D", str(self.data_dir), "-U", self.superuser,
-            "--encoding=UTF8", "--locale=C",
+            str(self._bin / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            self.superuser,
+            "--encoding=UTF8",
+            "--locale=C",
         ]
         if self._settings.get("fsync", "on").lower() in ("off", "false", "0", "no"):
             args.append("--no-sync")  # the server won't fsync either; don't pay for it here
@@ -381,8 +397,10 @@ class EmbeddedPostgres:
                 shutil.rmtree(pw_dir, ignore_errors=True)
         self._write_hba()
         with (self.data_dir / "postgresql.conf").open("a") as fh:
-            fh.write(f"\n# settings managed by toygres.pgserver (rewritten on every start)\n"
-                     f"include_if_exists = '{_CONF_FILE}'\n")
+            fh.write(
+                f"\n# settings managed by toygres.pgserver (rewritten on every start)\n"
+                f"include_if_exists = '{_CONF_FILE}'\n"
+            )
 
     def _write_hba(self) -> None:
         """Password clusters require SCRAM on every TCP address; password-less ones

@@ -27,7 +27,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +234,7 @@ async def _reconcile_periodically(plane: ControlPlane, interval: float) -> None:
     """A Reconciler pass at start (monitors lost while we were down) and every ``interval`` seconds."""
     while True:
         try:
-            reconciler_id = await plane.run_reconciler()
+            reconciler_id = await plane.run_reconciler(every=timedelta(seconds=interval))
             log.info("reconciler pass started: %s", reconciler_id)
         except Exception:
             log.exception("could not start a reconciler pass; retrying in %.0f s", interval)
@@ -280,6 +280,7 @@ async def serve(options: ServeOptions, settings: Settings | None = None) -> None
             plane = await stack.enter_async_context(open_control_plane(effective, dsn=dsn, runtimes=runtimes))
             runtime = Runtime(plane.provider, plane.registry, RuntimeOptions())
             await runtime.start()
+            plane.client.runtime = runtime  # API starts run their first turn in this process at once
             stack.push_async_callback(runtime.shutdown, options.shutdown_grace)
             _log_runtimes(effective, runtimes)
             if options.reconcile_interval > 0:

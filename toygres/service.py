@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -69,6 +70,17 @@ class LifecycleTiming:
 
 
 _KINDS = {"CreateInstance": OperationKind.CREATE, "DeleteInstance": OperationKind.DELETE}
+
+#: how often the Reconciler runs by default (the Functions sweep and ``toygres serve``)
+RECONCILE_EVERY = timedelta(minutes=5)
+
+
+def reconciler_window_id(now: datetime, every: timedelta) -> str:
+    """The Reconciler instance id for the window containing ``now`` (UTC, aligned to the epoch)."""
+    step = max(int(every.total_seconds()), 1)
+    epoch = int(now.astimezone(UTC).timestamp())
+    start = datetime.fromtimestamp(epoch - epoch % step, UTC)
+    return f"reconciler-{start:%Y%m%dT%H%M%S}Z"
 
 
 class ControlPlane:
@@ -136,11 +148,19 @@ class ControlPlane:
             raise InstanceNotFound(instance_id)
         if instance.state is InstanceState.DELETED:
             raise InstanceGone(f"instance {instance_id} was already deleted")
-        operation_id = f"delete-{instance_id}"
         if instance.deployment_config is None:
             raise InstanceNotFound(instance_id)
+        operation_id = f"delete-{instance_id}"
+        if instance.delete_orchestration_id is not None:
+            previous = await self.client.get_status(instance.delete_orchestration_id)
+            if previous is not None and not previous.is_terminal:
+                return instance.delete_orchestration_id  # already deleting: the same operation
+            # the last attempt failed or was cancelled: a new operation retries the cleanup
+            operation_id = f"delete-{instance_id}-{uuid.uuid4().hex[:8]}"
         params = DeleteInstanceInput(
-            config=instance.deployment_config, create_operation_id=instance.create_orchestration_id
+            config=instance.deployment_config,
+            create_operation_id=instance.create_orchestration_id,
+            delete_attempts=self.timing.deploy_attempts,
         )
         await self.metadata.set_delete_orchestration_id(instance_id, operation_id)
         await self.client.start_orchestration(operation_id, "DeleteInstance", params.model_dump(mode="json"))
@@ -187,16 +207,24 @@ class ControlPlane:
             updated_at=status.updated_at,
         )
 
-    async def run_reconciler(self, instance_id: str | None = None) -> str:
-        """Start one Reconciler pass (the timer sweep calls this); returns its instance id.
+    async def run_reconciler(self, *, now: datetime | None = None, every: timedelta = RECONCILE_EVERY) -> str:
+        """Start this time window's Reconciler pass, unless it exists; returns its instance id.
 
-        A caller-chosen ``instance_id`` makes the start idempotent: the Functions sweep names one pass
-        per time window, so late, repeated or concurrent sweeps start it at most once.
+        One pass per window makes the call idempotent: late, repeated or concurrent sweeps (and
+        several ``toygres serve`` processes) start it at most once. Finished passes of earlier
+        windows are purged, so the engine does not collect one record per pass forever.
         """
-        reconciler_id = instance_id or f"reconciler-{uuid.uuid4()}"
-        params = ReconcilerInput(health_interval_seconds=self.timing.health_interval_seconds)
-        await self.client.start_orchestration(reconciler_id, "Reconciler", params.model_dump(mode="json"))
-        await self._started(reconciler_id)
+        reconciler_id = reconciler_window_id(now or datetime.now(UTC), every)
+        if await self.client.get_status(reconciler_id) is None:
+            params = ReconcilerInput(health_interval_seconds=self.timing.health_interval_seconds)
+            await self.client.start_orchestration(reconciler_id, "Reconciler", params.model_dump(mode="json"))
+            await self._started(reconciler_id)
+        finished = await self.client.list_instances(
+            name="Reconciler", status=RuntimeStatus.COMPLETED, limit=100
+        )
+        for old in finished.items:
+            if old.instance_id < reconciler_id:  # ids sort by window start
+                await self.client.purge(old.instance_id)
         return reconciler_id
 
     async def _started(self, instance_id: str) -> None:

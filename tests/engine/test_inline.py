@@ -23,8 +23,9 @@ class CountingProvider:
         self.commits: list[TurnCommit] = []
 
     async def commit_turn(self, lock_token: str, commit: TurnCommit) -> None:
-        await self._inner.commit_turn(lock_token, commit)
+        # recorded first: the commit itself may wake a waiting test before it returns here
         self.commits.append(commit)
+        await self._inner.commit_turn(lock_token, commit)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

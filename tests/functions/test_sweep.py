@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.functions.queue import QueueMessage
@@ -13,7 +13,8 @@ from azure.storage.queue.aio import QueueClient
 
 from durable_engine import RuntimeStatus
 from functions.host_state import Host
-from functions.sweep import reconciler_window_id, run_sweep
+from functions.sweep import run_sweep
+from toygres.service import reconciler_window_id
 
 from .conftest import Handlers
 from .test_dispatch import register_tiny
@@ -22,9 +23,18 @@ pytestmark = pytest.mark.postgres
 
 
 def test_reconciler_windows_are_aligned_and_stable() -> None:
-    assert reconciler_window_id(datetime(2030, 1, 1, 0, 4, 59, tzinfo=UTC), 5) == "reconciler-20300101T0000Z"
-    assert reconciler_window_id(datetime(2030, 1, 1, 0, 5, 0, tzinfo=UTC), 5) == "reconciler-20300101T0005Z"
-    assert reconciler_window_id(datetime(2030, 1, 1, 0, 7, tzinfo=UTC), 1) == "reconciler-20300101T0007Z"
+    assert (
+        reconciler_window_id(datetime(2030, 1, 1, 0, 4, 59, tzinfo=UTC), timedelta(minutes=5))
+        == "reconciler-20300101T000000Z"
+    )
+    assert (
+        reconciler_window_id(datetime(2030, 1, 1, 0, 5, 0, tzinfo=UTC), timedelta(minutes=5))
+        == "reconciler-20300101T000500Z"
+    )
+    assert (
+        reconciler_window_id(datetime(2030, 1, 1, 0, 7, tzinfo=UTC), timedelta(minutes=1))
+        == "reconciler-20300101T000700Z"
+    )
 
 
 async def _purge(queues: dict[str, QueueClient]) -> None:
@@ -68,14 +78,14 @@ async def test_one_reconciler_pass_per_window_and_the_sweep_runs_it(host: Host) 
     again = await run_sweep(host, now.replace(minute=4, second=59))  # same window: no second pass
     later = await run_sweep(host, now.replace(minute=5))
 
-    assert first.reconciler_id == again.reconciler_id == "reconciler-20300101T0000Z"
-    assert later.reconciler_id == "reconciler-20300101T0005Z"
+    assert first.reconciler_id == again.reconciler_id == "reconciler-20300101T000000Z"
+    assert later.reconciler_id == "reconciler-20300101T000500Z"
+    # the first pass ran to completion in its sweep, and was purged when the next window began
+    assert await host.plane.client.get_status(first.reconciler_id) is None
     page = await host.plane.client.list_instances(name="Reconciler", limit=10)
-    items = page.items if hasattr(page, "items") else page
-    assert sorted(s.instance_id for s in items) == [first.reconciler_id, later.reconciler_id]
-    for instance_id in (first.reconciler_id, later.reconciler_id):
-        status = await host.plane.client.get_status(instance_id)
-        assert status is not None and status.status is RuntimeStatus.COMPLETED, status  # the sweep ran it
+    assert [s.instance_id for s in page.items] == [later.reconciler_id]
+    status = await host.plane.client.get_status(later.reconciler_id)
+    assert status is not None and status.status is RuntimeStatus.COMPLETED, status  # the sweep ran it
 
 
 async def test_reconciler_can_be_turned_off(host: Host) -> None:

@@ -179,3 +179,36 @@ async def test_never_ready_pod_hits_the_deadline_and_is_cleaned_up(
         assert instance.state is InstanceState.FAILED
         assert instance.failure_reason and "did not become ready" in instance.failure_reason
         assert leftovers(factory, created.instance_id) == {}
+
+
+async def test_a_failed_delete_is_recorded_and_deleting_again_retries_it(
+    pg_dsn: str, kube_apiserver: KubeApiServer, arm_server: ArmServer, arm_credential: StaticTokenCredential
+) -> None:
+    async with k8s_plane(pg_dsn, arm_server, arm_credential) as (cp, _, factory):
+        cp.timing = type(cp.timing)(
+            health_interval_seconds=1,
+            readiness_deadline_seconds=90,
+            readiness_poll_seconds=0.3,
+            deploy_attempts=2,
+        )
+        created = await cp.create_instance(CreateInstanceRequest(name="sticky"))
+        await cp.client.wait_for_completion(created.operation_id, 120)
+        assert (await cp.get_instance(created.instance_id)).state is InstanceState.RUNNING
+
+        kube_apiserver.fail_next("DELETE", r"/statefulsets/", status=500, count=1000)
+        first = await cp.delete_instance(created.instance_id)
+        assert await cp.delete_instance(created.instance_id) == first  # still running: same operation
+        await cp.client.wait_for_completion(first, 120)
+        op = await cp.get_operation(first)
+        assert op.status.value == "Failed" and op.error is not None and "500" in op.error.message
+        failed = await cp.get_instance(created.instance_id)
+        assert failed.state is InstanceState.FAILED
+        assert failed.failure_reason and "delete the instance again" in failed.failure_reason
+
+        kube_apiserver.faults.clear_faults()
+        second = await cp.delete_instance(created.instance_id)
+        assert second != first and second.startswith(f"delete-{created.instance_id}-")
+        await cp.client.wait_for_completion(second, 120)
+        assert (await cp.get_operation(second)).status.value == "Completed"
+        assert (await cp.get_instance(created.instance_id)).state is InstanceState.DELETED
+        assert leftovers(factory, created.instance_id) == {}

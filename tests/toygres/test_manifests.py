@@ -16,16 +16,43 @@ K8S_VERSION = "1.30"
 PASSWORD = "s3cr3t-Pa55word"
 
 SPECS = {
-    "minimal": InstanceSpec(instance_id="0b7c5f0e-1111-4222-8333-444455556666", name="pg-min",
-                            postgres_version="17", storage_size="1Gi", username="app"),
-    "full": InstanceSpec(instance_id="inst-2", name="orders-db", postgres_version="16.4", storage_size="20Gi",
-                         storage_class="managed-csi-premium", cpu_request="250m", memory_request="512Mi",
-                         cpu_limit="2", memory_limit="2Gi", username="orders", database="orders"),
-    "loadbalancer": InstanceSpec(instance_id="inst-3", name="public-db", postgres_version="15",
-                                 storage_size="5Gi", username="pub", service_type="LoadBalancer",
-                                 load_balancer_source_ranges=("10.0.0.0/8", "203.0.113.7/32")),
-    "limits-only": InstanceSpec(instance_id="inst-4", name="a" * 52, postgres_version="17",
-                                storage_size="500Mi", username="_x", memory_limit="1Gi"),
+    "minimal": InstanceSpec(
+        instance_id="0b7c5f0e-1111-4222-8333-444455556666",
+        name="pg-min",
+        postgres_version="17",
+        storage_size="1Gi",
+        username="app",
+    ),
+    "full": InstanceSpec(
+        instance_id="inst-2",
+        name="orders-db",
+        postgres_version="16.4",
+        storage_size="20Gi",
+        storage_class="managed-csi-premium",
+        cpu_request="250m",
+        memory_request="512Mi",
+        cpu_limit="2",
+        memory_limit="2Gi",
+        username="orders",
+        database="orders",
+    ),
+    "loadbalancer": InstanceSpec(
+        instance_id="inst-3",
+        name="public-db",
+        postgres_version="15",
+        storage_size="5Gi",
+        username="pub",
+        service_type="LoadBalancer",
+        load_balancer_source_ranges=("10.0.0.0/8", "203.0.113.7/32"),
+    ),
+    "limits-only": InstanceSpec(
+        instance_id="inst-4",
+        name="a" * 52,
+        postgres_version="17",
+        storage_size="500Mi",
+        username="_x",
+        memory_limit="1Gi",
+    ),
 }
 
 
@@ -94,8 +121,10 @@ def test_statefulset_content() -> None:
     probe = ["pg_isready", "-U", "orders", "-d", "postgres", "-h", "127.0.0.1"]
     assert container["readinessProbe"]["exec"]["command"] == probe
     assert container["livenessProbe"]["exec"]["command"] == probe
-    assert container["resources"] == {"requests": {"cpu": "250m", "memory": "512Mi"},
-                                      "limits": {"cpu": "2", "memory": "2Gi"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "250m", "memory": "512Mi"},
+        "limits": {"cpu": "2", "memory": "2Gi"},
+    }
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "data"
     assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
@@ -111,7 +140,8 @@ def test_optional_fields_are_omitted_not_null() -> None:
     assert container["image"] == "postgres:17"
     limits_only = manifests.statefulset_manifest(SPECS["limits-only"], "ns")
     assert limits_only["spec"]["template"]["spec"]["containers"][0]["resources"] == {
-        "limits": {"memory": "1Gi"}}
+        "limits": {"memory": "1Gi"}
+    }
 
 
 @pytest.mark.parametrize("variant", sorted(SPECS))
@@ -139,11 +169,17 @@ def test_service_types() -> None:
 def test_names_and_selector() -> None:
     spec = SPECS["minimal"]
     names = manifests.object_names(spec)
-    assert names.as_dict() == {"statefulset": "pg-min", "service": "pg-min", "secret": "pg-min",
-                               "pod": "pg-min-0", "pvc": "data-pg-min-0"}
+    assert names.as_dict() == {
+        "statefulset": "pg-min",
+        "service": "pg-min",
+        "secret": "pg-min",
+        "pod": "pg-min-0",
+        "pvc": "data-pg-min-0",
+    }
     assert manifests.instance_label_selector(spec) == (
         "app.kubernetes.io/instance=pg-min,app.kubernetes.io/managed-by=toygres,"
-        "toygres.io/instance-id=0b7c5f0e-1111-4222-8333-444455556666")
+        "toygres.io/instance-id=0b7c5f0e-1111-4222-8333-444455556666"
+    )
 
 
 def test_spec_round_trips_through_json() -> None:
@@ -152,11 +188,19 @@ def test_spec_round_trips_through_json() -> None:
         assert InstanceSpec.from_dict(data) == spec
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("name", "Bad_Name"), ("name", "a" * 53), ("name", "-x"), ("storage_size", "ten gigs"),
-    ("username", "Robert'); DROP"), ("service_type", "NodePort"), ("cpu_limit", "lots"),
-    ("instance_id", "has space"),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "Bad_Name"),
+        ("name", "a" * 53),
+        ("name", "-x"),
+        ("storage_size", "ten gigs"),
+        ("username", "Robert'); DROP"),
+        ("service_type", "NodePort"),
+        ("cpu_limit", "lots"),
+        ("instance_id", "has space"),
+    ],
+)
 def test_spec_validation_names_the_field(field: str, value: str) -> None:
     data = SPECS["minimal"].to_dict() | {field: value}
     with pytest.raises(ValueError, match=field):

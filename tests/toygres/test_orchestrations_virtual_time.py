@@ -88,7 +88,7 @@ async def test_thirty_minutes_of_health_checks_in_virtual_time(
 async def test_reconciler_restarts_a_missing_monitor(
     virtual: tuple[ControlPlane, ManualClock, LocalRuntime],
 ) -> None:
-    cp, _, _ = virtual
+    cp, clock, _ = virtual
     runtime = cp.virtual_runtime  # type: ignore[attr-defined]
     created = await cp.create_instance(CreateInstanceRequest(name="orphan"))
     await runtime.run_until_idle()
@@ -97,7 +97,7 @@ async def test_reconciler_restarts_a_missing_monitor(
     await cp.client.cancel(first_monitor, "simulated loss of the monitor")
     await runtime.run_until_idle()
 
-    reconciler_id = await cp.run_reconciler()
+    reconciler_id = await cp.run_reconciler(now=clock.now())
     await runtime.run_until_idle()
     result = await cp.client.get_status(reconciler_id)
     assert result is not None and result.status == RuntimeStatus.COMPLETED, result
@@ -108,9 +108,12 @@ async def test_reconciler_restarts_a_missing_monitor(
     assert status is not None and status.status == RuntimeStatus.RUNNING
 
     # a second pass finds nothing to do
-    again = await cp.run_reconciler()
+    assert await cp.run_reconciler(now=clock.now()) == reconciler_id  # one pass per window
+    clock.advance(timedelta(minutes=5))
+    again = await cp.run_reconciler(now=clock.now())
     await runtime.run_until_idle()
     status = await cp.client.get_status(again)
     assert status is not None and status.output["restarted"] == []
+    assert await cp.client.get_status(reconciler_id) is None  # the finished earlier pass was purged
     await cp.delete_instance(created.instance_id)
     await runtime.run_until_idle()

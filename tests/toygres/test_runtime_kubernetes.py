@@ -14,15 +14,7 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from tests.standins.arm import ArmServer, StaticTokenCredential
-from tests.standins.fixtures import (  # noqa: F401 - pytest fixtures
-    ARM_CLUSTER,
-    ARM_RESOURCE_GROUP,
-    ARM_SUBSCRIPTION,
-    arm_credential,
-    arm_server,
-    kube_apiserver,
-    kubeconfig_path,
-)
+from tests.standins.fixtures import ARM_CLUSTER, ARM_RESOURCE_GROUP, ARM_SUBSCRIPTION
 from tests.standins.kube_apiserver import KubeApiServer
 from toygres.runtimes import manifests
 from toygres.runtimes.aks_credentials import (
@@ -41,16 +33,31 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
 
 NS = "pg-tenants"
 PASSWORD = "Kube-Pa55word!"
-SPEC = InstanceSpec(instance_id="k8s-inst-1", name="orders", postgres_version="17", storage_size="2Gi",
-                    storage_class="managed-csi", username="orders_owner", database="orders",
-                    cpu_request="100m", memory_request="256Mi")
-LB_SPEC = InstanceSpec(instance_id="k8s-inst-2", name="public", postgres_version="17", storage_size="1Gi",
-                       username="pub", service_type="LoadBalancer",
-                       load_balancer_source_ranges=("203.0.113.0/24",))
+SPEC = InstanceSpec(
+    instance_id="k8s-inst-1",
+    name="orders",
+    postgres_version="17",
+    storage_size="2Gi",
+    storage_class="managed-csi",
+    username="orders_owner",
+    database="orders",
+    cpu_request="100m",
+    memory_request="256Mi",
+)
+LB_SPEC = InstanceSpec(
+    instance_id="k8s-inst-2",
+    name="public",
+    postgres_version="17",
+    storage_size="1Gi",
+    username="pub",
+    service_type="LoadBalancer",
+    load_balancer_source_ranges=("203.0.113.0/24",),
+)
 
 
-def wait_for(check: Callable[[], RuntimeStatus], api: KubeApiServer, spec: InstanceSpec,
-             timeout: float = 90.0) -> RuntimeStatus:
+def wait_for(
+    check: Callable[[], RuntimeStatus], api: KubeApiServer, spec: InstanceSpec, timeout: float = 90.0
+) -> RuntimeStatus:
     """Wait until the runtime reports ready with the address where the stand-in really serves.
 
     The stand-in's controller publishes that address on the Service (``standin.toygres.io/host-port``)
@@ -100,12 +107,13 @@ def stable_resource_versions(api: KubeApiServer, spec: InstanceSpec, timeout: fl
 
 
 @pytest.fixture
-def runtime(kubeconfig_path: Path) -> KubernetesRuntime:  # noqa: F811
+def runtime(kubeconfig_path: Path) -> KubernetesRuntime:
     return KubernetesRuntime(KubeconfigClientFactory(kubeconfig_path), namespace=NS, request_timeout=10)
 
 
 def test_deploy_ready_connect_redeploy_delete(
-    runtime: KubernetesRuntime, kube_apiserver: KubeApiServer,  # noqa: F811
+    runtime: KubernetesRuntime,
+    kube_apiserver: KubeApiServer,
 ) -> None:
     assert isinstance(runtime, InstanceRuntime)
     assert runtime.status(SPEC).exists is False
@@ -130,8 +138,9 @@ def test_deploy_ready_connect_redeploy_delete(
     assert PASSWORD not in str(sts) and PASSWORD not in str(service)
     assert service["spec"]["type"] == "ClusterIP"
     # Server-side apply was used for the Service and StatefulSet.
-    applies = [e for e in kube_apiserver.faults.requests("PATCH")
-               if e.content_type == "application/apply-patch+yaml"]
+    applies = [
+        e for e in kube_apiserver.faults.requests("PATCH") if e.content_type == "application/apply-patch+yaml"
+    ]
     assert {e.path.rsplit("/", 2)[-2] for e in applies} == {"services", "statefulsets"}
 
     status = wait_for(lambda: runtime.status(SPEC), kube_apiserver, SPEC)
@@ -139,8 +148,15 @@ def test_deploy_ready_connect_redeploy_delete(
     password = runtime.read_password(SPEC)
     assert password == PASSWORD
     endpoint = status.endpoint
-    with psycopg.connect(host=endpoint.host, port=endpoint.port, user=SPEC.username, password=password,
-                         dbname=SPEC.database, connect_timeout=10, autocommit=True) as conn:
+    with psycopg.connect(
+        host=endpoint.host,
+        port=endpoint.port,
+        user=SPEC.username,
+        password=password,
+        dbname=SPEC.database,
+        connect_timeout=10,
+        autocommit=True,
+    ) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS t (v text)")
         conn.execute("INSERT INTO t VALUES ('hello')")
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)
@@ -165,13 +181,22 @@ def test_deploy_ready_connect_redeploy_delete(
     assert runtime.read_password(SPEC) == PASSWORD
 
     assert runtime.describe(SPEC) == {
-        "runtime": "kubernetes", "namespace": NS, "statefulset": "orders", "service": "orders",
-        "secret": "orders", "pod": "orders-0", "pvc": "data-orders-0", "password_ref": ref,
+        "runtime": "kubernetes",
+        "namespace": NS,
+        "statefulset": "orders",
+        "service": "orders",
+        "secret": "orders",
+        "pod": "orders-0",
+        "pvc": "data-orders-0",
+        "password_ref": ref,
     }
 
     assert runtime.delete(SPEC) is True
-    for resource, name, group in (("secrets", names.secret, ""), ("services", names.service, ""),
-                                  ("statefulsets", names.statefulset, "apps")):
+    for resource, name, group in (
+        ("secrets", names.secret, ""),
+        ("services", names.service, ""),
+        ("statefulsets", names.statefulset, "apps"),
+    ):
         assert kube_apiserver.get_object(resource, NS, name, group=group) is None, resource
     deadline = time.monotonic() + 30
     while kube_apiserver.get_object("persistentvolumeclaims", NS, names.pvc) is not None:
@@ -181,8 +206,9 @@ def test_deploy_ready_connect_redeploy_delete(
     assert runtime.delete(SPEC) is False
 
 
-def test_load_balancer_endpoint_and_not_ready_pod(runtime: KubernetesRuntime,
-                                                  kube_apiserver: KubeApiServer) -> None:  # noqa: F811
+def test_load_balancer_endpoint_and_not_ready_pod(
+    runtime: KubernetesRuntime, kube_apiserver: KubeApiServer
+) -> None:
     kube_apiserver.pod_never_ready(LB_SPEC.name, NS)
     runtime.deploy(LB_SPEC, PASSWORD)
     service = kube_apiserver.get_object("services", NS, LB_SPEC.name)
@@ -194,13 +220,19 @@ def test_load_balancer_endpoint_and_not_ready_pod(runtime: KubernetesRuntime,
     kube_apiserver.pod_never_ready(LB_SPEC.name, NS, enabled=False)
     status = wait_for(lambda: runtime.status(LB_SPEC), kube_apiserver, LB_SPEC)
     assert status.endpoint is not None
-    with psycopg.connect(host=status.endpoint.host, port=status.endpoint.port, user="pub",
-                         password=PASSWORD, dbname="postgres", connect_timeout=10) as conn:
+    with psycopg.connect(
+        host=status.endpoint.host,
+        port=status.endpoint.port,
+        user="pub",
+        password=PASSWORD,
+        dbname="postgres",
+        connect_timeout=10,
+    ) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("pub",)
     assert runtime.delete(LB_SPEC) is True
 
 
-def test_api_errors_map_to_deploy_error(runtime: KubernetesRuntime, kube_apiserver: KubeApiServer) -> None:  # noqa: F811
+def test_api_errors_map_to_deploy_error(runtime: KubernetesRuntime, kube_apiserver: KubeApiServer) -> None:
     kube_apiserver.faults.fail_next("PATCH", r"/statefulsets/", status=500)
     with pytest.raises(DeployError) as info:
         runtime.deploy(SPEC, PASSWORD)
@@ -225,7 +257,8 @@ def test_api_errors_map_to_deploy_error(runtime: KubernetesRuntime, kube_apiserv
 
 
 def test_stored_password_wins_and_foreign_secret_is_not_adopted(
-    runtime: KubernetesRuntime, kube_apiserver: KubeApiServer,  # noqa: F811
+    runtime: KubernetesRuntime,
+    kube_apiserver: KubeApiServer,
 ) -> None:
     assert runtime.store_password(SPEC, PASSWORD) == f"k8s-secret:{NS}/orders#password"
     assert kube_apiserver.get_object("statefulsets", NS, SPEC.name, group="apps") is None
@@ -238,7 +271,7 @@ def test_stored_password_wins_and_foreign_secret_is_not_adopted(
     runtime.delete(SPEC)
 
 
-def test_wrong_token_is_an_auth_error(kube_apiserver: KubeApiServer, tmp_path: Path) -> None:  # noqa: F811
+def test_wrong_token_is_an_auth_error(kube_apiserver: KubeApiServer, tmp_path: Path) -> None:
     config = kube_apiserver.write_kubeconfig(tmp_path / "kc", token="nope")
     bad = KubernetesRuntime(KubeconfigClientFactory(config), namespace=NS)
     with pytest.raises(DeployError) as info:
@@ -263,19 +296,24 @@ class ScopedCredential(StaticTokenCredential):
 
 def aks_factory(arm: ArmServer, credential: Any, **kwargs: Any) -> AksClientFactory:
     cluster = AksCluster(ARM_SUBSCRIPTION, ARM_RESOURCE_GROUP, ARM_CLUSTER)
-    return AksClientFactory(cluster, credential=credential, arm_base_url=arm.url,
-                            connection_verify=str(arm.ca_file), **kwargs)
+    return AksClientFactory(
+        cluster, credential=credential, arm_base_url=arm.url, connection_verify=str(arm.ca_file), **kwargs
+    )
 
 
 def arm_credential_calls(arm: ArmServer) -> int:
     return len([e for e in arm.faults.requests("POST") if e.path.endswith("/listClusterUserCredential")])
 
 
-def test_aks_credentials_via_arm(arm_server: ArmServer, arm_credential: StaticTokenCredential,  # noqa: F811
-                                 kube_apiserver: KubeApiServer) -> None:  # noqa: F811
+def test_aks_credentials_via_arm(
+    arm_server: ArmServer,
+    arm_credential: StaticTokenCredential,
+    kube_apiserver: KubeApiServer,
+) -> None:
     now = [1_000_000.0]
-    factory = aks_factory(arm_server, arm_credential, static_credential_ttl=600, refresh_margin=60,
-                          clock=lambda: now[0])
+    factory = aks_factory(
+        arm_server, arm_credential, static_credential_ttl=600, refresh_margin=60, clock=lambda: now[0]
+    )
     runtime = KubernetesRuntime(factory, namespace=NS)
     runtime.deploy(SPEC, PASSWORD)
     assert kube_apiserver.get_object("statefulsets", NS, SPEC.name, group="apps") is not None
@@ -290,23 +328,33 @@ def test_aks_credentials_via_arm(arm_server: ArmServer, arm_credential: StaticTo
     runtime.delete(SPEC)
 
 
-def test_aks_aad_cluster_uses_bearer_token(arm_server: ArmServer, kube_apiserver: KubeApiServer) -> None:  # noqa: F811
+def test_aks_aad_cluster_uses_bearer_token(arm_server: ArmServer, kube_apiserver: KubeApiServer) -> None:
     # An AAD cluster's user kubeconfig: kubelogin exec plugin instead of a token.
     kubeconfig = kube_apiserver.kubeconfig_dict(context="aad")
-    kubeconfig["users"][0]["user"] = {"exec": {
-        "apiVersion": "client.authentication.k8s.io/v1beta1", "command": "kubelogin",
-        "args": ["get-token", "--login", "devicecode", "--server-id", AKS_AAD_SERVER_APP_ID],
-    }}
-    arm_server.add_cluster(ARM_SUBSCRIPTION, ARM_RESOURCE_GROUP, "aad-cluster", kubeconfig=kubeconfig,
-                           aad=True)
+    kubeconfig["users"][0]["user"] = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": "kubelogin",
+            "args": ["get-token", "--login", "devicecode", "--server-id", AKS_AAD_SERVER_APP_ID],
+        }
+    }
+    arm_server.add_cluster(
+        ARM_SUBSCRIPTION, ARM_RESOURCE_GROUP, "aad-cluster", kubeconfig=kubeconfig, aad=True
+    )
     aad_scope = f"{AKS_AAD_SERVER_APP_ID}/.default"
-    credential = ScopedCredential({"https://management.azure.com/.default": arm_server.token,
-                                   aad_scope: kube_apiserver.token}, lifetime=120)
+    credential = ScopedCredential(
+        {"https://management.azure.com/.default": arm_server.token, aad_scope: kube_apiserver.token},
+        lifetime=120,
+    )
     now = [time.time()]
-    factory = AksClientFactory(AksCluster(ARM_SUBSCRIPTION, ARM_RESOURCE_GROUP, "aad-cluster"),
-                               credential=credential, arm_base_url=arm_server.url,
-                               connection_verify=str(arm_server.ca_file), refresh_margin=30,
-                               clock=lambda: now[0])
+    factory = AksClientFactory(
+        AksCluster(ARM_SUBSCRIPTION, ARM_RESOURCE_GROUP, "aad-cluster"),
+        credential=credential,
+        arm_base_url=arm_server.url,
+        connection_verify=str(arm_server.ca_file),
+        refresh_margin=30,
+        clock=lambda: now[0],
+    )
     runtime = KubernetesRuntime(factory, namespace=NS)
     assert runtime.status(SPEC).exists is False  # authenticated with the AAD token
     assert (aad_scope,) in credential.scopes_requested
@@ -318,10 +366,13 @@ def test_aks_aad_cluster_uses_bearer_token(arm_server: ArmServer, kube_apiserver
     assert arm_credential_calls(arm_server) == 2
 
 
-def test_aks_errors(arm_server: ArmServer, arm_credential: StaticTokenCredential) -> None:  # noqa: F811
-    missing = AksClientFactory(AksCluster(ARM_SUBSCRIPTION, ARM_RESOURCE_GROUP, "no-such-cluster"),
-                               credential=arm_credential, arm_base_url=arm_server.url,
-                               connection_verify=str(arm_server.ca_file))
+def test_aks_errors(arm_server: ArmServer, arm_credential: StaticTokenCredential) -> None:
+    missing = AksClientFactory(
+        AksCluster(ARM_SUBSCRIPTION, ARM_RESOURCE_GROUP, "no-such-cluster"),
+        credential=arm_credential,
+        arm_base_url=arm_server.url,
+        connection_verify=str(arm_server.ca_file),
+    )
     with pytest.raises(DeployError) as info:
         missing()
     assert info.value.retryable is False and info.value.status == 404
@@ -334,24 +385,32 @@ def test_aks_errors(arm_server: ArmServer, arm_credential: StaticTokenCredential
 
 
 def test_kubeconfig_helpers() -> None:
-    base = {"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
-            "users": [{"name": "u", "user": {"exec": {"command": "kubelogin", "args": ["--server-id=abc"]}}},
-                      {"name": "other", "user": {"token": "keep"}}]}
+    base = {
+        "current-context": "c",
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+        "users": [
+            {"name": "u", "user": {"exec": {"command": "kubelogin", "args": ["--server-id=abc"]}}},
+            {"name": "other", "user": {"token": "keep"}},
+        ],
+    }
     assert aad_server_id(base) == "abc"
     replaced = with_bearer_token(base, "tok")
-    assert replaced["users"] == [{"name": "u", "user": {"token": "tok"}},
-                                 {"name": "other", "user": {"token": "keep"}}]
+    assert replaced["users"] == [
+        {"name": "u", "user": {"token": "tok"}},
+        {"name": "other", "user": {"token": "keep"}},
+    ]
     assert aad_server_id(replaced) is None
     legacy = base | {"users": [{"name": "u", "user": {"auth-provider": {"name": "azure", "config": {}}}}]}
     assert aad_server_id(legacy) == AKS_AAD_SERVER_APP_ID
 
 
-def test_client_factory_for_settings(kubeconfig_path: Path, arm_credential: StaticTokenCredential) -> None:  # noqa: F811
+def test_client_factory_for_settings(kubeconfig_path: Path, arm_credential: StaticTokenCredential) -> None:
     factory = client_factory_for(kubeconfig=kubeconfig_path)
     assert isinstance(factory, KubeconfigClientFactory)
     assert KubernetesRuntime(factory, namespace=NS).status(SPEC).exists is False  # talks to the stand-in
-    aks = client_factory_for(aks_subscription_id="s", aks_resource_group="rg", aks_cluster_name="c",
-                             credential=arm_credential)
+    aks = client_factory_for(
+        aks_subscription_id="s", aks_resource_group="rg", aks_cluster_name="c", credential=arm_credential
+    )
     assert isinstance(aks, AksClientFactory) and aks.cluster == AksCluster("s", "rg", "c")
     with pytest.raises(ValueError, match="aks_cluster_name"):
         client_factory_for(aks_subscription_id="s")

@@ -17,8 +17,14 @@ from toygres.runtimes.local import LocalRuntime
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 
-SPEC = InstanceSpec(instance_id="local-1", name="devdb", postgres_version="17", storage_size="1Gi",
-                    username="owner", database="appdb")
+SPEC = InstanceSpec(
+    instance_id="local-1",
+    name="devdb",
+    postgres_version="17",
+    storage_size="1Gi",
+    username="owner",
+    database="appdb",
+)
 PASSWORD = "correct horse battery staple"
 
 
@@ -35,8 +41,15 @@ def runtime(pg_tmp_dir: Path) -> Iterator[LocalRuntime]:
 
 
 def _connect(port: int, password: str) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(host="127.0.0.1", port=port, user=SPEC.username, password=password,
-                           dbname=SPEC.database, connect_timeout=5, autocommit=True)
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=port,
+        user=SPEC.username,
+        password=password,
+        dbname=SPEC.database,
+        connect_timeout=5,
+        autocommit=True,
+    )
 
 
 def test_full_cycle(runtime: LocalRuntime) -> None:

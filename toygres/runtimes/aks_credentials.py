@@ -48,16 +48,24 @@ def api_client_from_kubeconfig(config_file: str | Path | None, context: str | No
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         return ApiClient(configuration)
     client: ApiClient = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(config_file) if config_file is not None else None, context=context,
-        persist_config=False)
+        config_file=str(config_file) if config_file is not None else None,
+        context=context,
+        persist_config=False,
+    )
     return client
 
 
 class KubeconfigClientFactory:
     """Client from a kubeconfig file, re-read every ``reload_after`` seconds (exec tokens, rotated certs)."""
 
-    def __init__(self, config_file: str | Path | None = None, *, context: str | None = None,
-                 reload_after: float = 600.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config_file: str | Path | None = None,
+        *,
+        context: str | None = None,
+        reload_after: float = 600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config_file = Path(config_file) if config_file is not None else None
         self.context = context
         self.reload_after = reload_after
@@ -194,21 +202,29 @@ class AksClientFactory:
         from azure.mgmt.containerservice import ContainerServiceClient
 
         client = ContainerServiceClient(
-            self.credential, self.cluster.subscription_id, base_url=self.arm_base_url,
-            credential_scopes=list(self.arm_scopes), connection_verify=self.connection_verify,
+            self.credential,
+            self.cluster.subscription_id,
+            base_url=self.arm_base_url,
+            credential_scopes=list(self.arm_scopes),
+            connection_verify=self.connection_verify,
             **self.arm_client_kwargs,
         )
         try:
             result = client.managed_clusters.list_cluster_user_credentials(
-                self.cluster.resource_group, self.cluster.cluster_name)
+                self.cluster.resource_group, self.cluster.cluster_name
+            )
         except HttpResponseError as exc:
             status = exc.status_code
             retryable = status is None or status >= 500 or status in (408, 429)
-            raise DeployError(f"listing AKS credentials for {self.cluster.cluster_name} failed: "
-                              f"{status} {exc.reason}", retryable=retryable, status=status) from None
+            raise DeployError(
+                f"listing AKS credentials for {self.cluster.cluster_name} failed: {status} {exc.reason}",
+                retryable=retryable,
+                status=status,
+            ) from None
         except AzureError as exc:
-            raise DeployError(f"listing AKS credentials failed: {type(exc).__name__}: {exc.message}",
-                              retryable=True) from None
+            raise DeployError(
+                f"listing AKS credentials failed: {type(exc).__name__}: {exc.message}", retryable=True
+            ) from None
         finally:
             client.close()
         kubeconfigs = result.kubeconfigs or []
@@ -229,7 +245,8 @@ class AksClientFactory:
             kubeconfig = with_bearer_token(kubeconfig, token.token)
             expires_at = min(expires_at, float(token.expires_on))
         client: ApiClient = k8s_config.new_client_from_config_dict(  # type: ignore[no-untyped-call]
-            kubeconfig, persist_config=False)
+            kubeconfig, persist_config=False
+        )
         # Refresh before expiry, but never cache for less than a few seconds (clock skew, tiny TTLs).
         return client, max(now + 5.0, expires_at - self.refresh_margin)
 

@@ -60,13 +60,23 @@ class InstanceSpec:
     load_balancer_source_ranges: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        _check(bool(self.instance_id) and len(self.instance_id) <= 63
-               and _LABEL_VALUE.match(self.instance_id) is not None,
-               "instance_id", "must be a valid Kubernetes label value (<=63 chars, [A-Za-z0-9._-])")
-        _check(len(self.name) <= NAME_MAX_LENGTH and _DNS1123_LABEL.match(self.name) is not None,
-               "name", f"must be a DNS-1123 label of at most {NAME_MAX_LENGTH} characters")
-        _check(_VERSION.match(self.postgres_version) is not None,
-               "postgres_version", "must be an image tag such as '17' or '16.4'")
+        _check(
+            bool(self.instance_id)
+            and len(self.instance_id) <= 63
+            and _LABEL_VALUE.match(self.instance_id) is not None,
+            "instance_id",
+            "must be a valid Kubernetes label value (<=63 chars, [A-Za-z0-9._-])",
+        )
+        _check(
+            len(self.name) <= NAME_MAX_LENGTH and _DNS1123_LABEL.match(self.name) is not None,
+            "name",
+            f"must be a DNS-1123 label of at most {NAME_MAX_LENGTH} characters",
+        )
+        _check(
+            _VERSION.match(self.postgres_version) is not None,
+            "postgres_version",
+            "must be an image tag such as '17' or '16.4'",
+        )
         _check(_QUANTITY.match(self.storage_size) is not None, "storage_size", "must be a quantity like 10Gi")
         if self.storage_class is not None:
             valid = len(self.storage_class) <= 253 and bool(_DNS1123_SUBDOMAIN.match(self.storage_class))
@@ -75,19 +85,31 @@ class InstanceSpec:
             value = getattr(self, name)
             if value is not None:
                 _check(_QUANTITY.match(value) is not None, name, "must be a Kubernetes quantity")
-        _check(_PG_IDENTIFIER.match(self.username) is not None,
-               "username", "must be a lower-case PostgreSQL identifier ([a-z_][a-z0-9_]*, <=63 chars)")
-        _check(_PG_IDENTIFIER.match(self.database) is not None,
-               "database", "must be a lower-case PostgreSQL identifier")
+        _check(
+            _PG_IDENTIFIER.match(self.username) is not None,
+            "username",
+            "must be a lower-case PostgreSQL identifier ([a-z_][a-z0-9_]*, <=63 chars)",
+        )
+        _check(
+            _PG_IDENTIFIER.match(self.database) is not None,
+            "database",
+            "must be a lower-case PostgreSQL identifier",
+        )
         _check(self.service_type in _SERVICE_TYPES, "service_type", f"must be one of {_SERVICE_TYPES}")
         # Lists arrive from JSON; normalise so the dataclass stays hashable and comparable.
         object.__setattr__(self, "load_balancer_source_ranges", tuple(self.load_balancer_source_ranges))
         for cidr in self.load_balancer_source_ranges:
-            _check(isinstance(cidr, str) and "/" in cidr, "load_balancer_source_ranges",
-                   f"{cidr!r} is not a CIDR")
+            _check(
+                isinstance(cidr, str) and "/" in cidr,
+                "load_balancer_source_ranges",
+                f"{cidr!r} is not a CIDR",
+            )
         if self.load_balancer_source_ranges:
-            _check(self.service_type == "LoadBalancer", "load_balancer_source_ranges",
-                   "only applies to service_type LoadBalancer")
+            _check(
+                self.service_type == "LoadBalancer",
+                "load_balancer_source_ranges",
+                "only applies to service_type LoadBalancer",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""

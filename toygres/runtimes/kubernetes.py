@@ -98,14 +98,19 @@ class KubernetesRuntime:
                 invalidate = getattr(self.api_client_factory, "invalidate", None)
                 if callable(invalidate):
                     invalidate()  # stale token: the retry will fetch fresh credentials
-            raise DeployError(f"{what}: {exc.status} {_api_message(exc)}",
-                              retryable=_is_retryable_status(exc.status), status=exc.status) from None
+            raise DeployError(
+                f"{what}: {exc.status} {_api_message(exc)}",
+                retryable=_is_retryable_status(exc.status),
+                status=exc.status,
+            ) from None
         except urllib3.exceptions.HTTPError as exc:
-            raise DeployError(f"{what}: cannot reach the Kubernetes API: {type(exc).__name__}",
-                              retryable=True) from None
+            raise DeployError(
+                f"{what}: cannot reach the Kubernetes API: {type(exc).__name__}", retryable=True
+            ) from None
         except ConfigException as exc:
-            raise DeployError(f"{what}: bad Kubernetes client configuration: {exc}",
-                              retryable=False) from None
+            raise DeployError(
+                f"{what}: bad Kubernetes client configuration: {exc}", retryable=False
+            ) from None
 
     def _ignore_404(self, what: str, fn: Callable[[], T]) -> T | None:
         try:
@@ -126,8 +131,9 @@ class KubernetesRuntime:
             return
         ns = self.namespace
         try:
-            self._call(f"read namespace {ns}",
-                       lambda: core.read_namespace(ns, _request_timeout=self.request_timeout))
+            self._call(
+                f"read namespace {ns}", lambda: core.read_namespace(ns, _request_timeout=self.request_timeout)
+            )
         except DeployError as exc:
             if exc.status == 403:
                 # Namespace-scoped identity: it cannot see namespaces, so assume the operator made it.
@@ -137,8 +143,10 @@ class KubernetesRuntime:
                 raise
             try:
                 body = V1Namespace.model_validate(manifests.namespace_manifest(ns))
-                self._call(f"create namespace {ns}",
-                           lambda: core.create_namespace(body, _request_timeout=self.request_timeout))
+                self._call(
+                    f"create namespace {ns}",
+                    lambda: core.create_namespace(body, _request_timeout=self.request_timeout),
+                )
             except DeployError as create_exc:
                 if create_exc.status != 409:
                     raise
@@ -147,13 +155,17 @@ class KubernetesRuntime:
     def _ensure_secret(self, core: CoreV1Api, spec: InstanceSpec, password: str) -> None:
         name = manifests.object_names(spec).secret
         ns = self.namespace
-        existing = self._ignore_404(f"read secret {ns}/{name}", lambda: core.read_namespaced_secret(
-            name, ns, _request_timeout=self.request_timeout))
+        existing = self._ignore_404(
+            f"read secret {ns}/{name}",
+            lambda: core.read_namespaced_secret(name, ns, _request_timeout=self.request_timeout),
+        )
         if existing is None:
             body = V1Secret.model_validate(manifests.secret_manifest(spec, ns, password))
             try:
-                self._call(f"create secret {ns}/{name}", lambda: core.create_namespaced_secret(
-                    ns, body, _request_timeout=self.request_timeout))
+                self._call(
+                    f"create secret {ns}/{name}",
+                    lambda: core.create_namespaced_secret(ns, body, _request_timeout=self.request_timeout),
+                )
             except DeployError as exc:
                 if exc.status != 409:  # 409: a concurrent attempt created it first; keep that one
                     raise
@@ -161,8 +173,11 @@ class KubernetesRuntime:
         existing_labels = (existing.metadata.labels if existing.metadata else None) or {}
         owner = existing_labels.get(manifests.INSTANCE_ID_LABEL)
         if owner != spec.instance_id:
-            raise DeployError(f"secret {ns}/{name} exists and belongs to instance {owner!r}, "
-                              f"not {spec.instance_id!r}", retryable=False, status=409)
+            raise DeployError(
+                f"secret {ns}/{name} exists and belongs to instance {owner!r}, not {spec.instance_id!r}",
+                retryable=False,
+                status=409,
+            )
 
     def store_password(self, spec: InstanceSpec, password: str) -> str:
         """Create the credentials Secret ahead of ``deploy`` (e.g. for a user-chosen password).
@@ -180,15 +195,22 @@ class KubernetesRuntime:
         names = manifests.object_names(spec)
         self._ensure_namespace(core)
         self._ensure_secret(core, spec, password)
-        apply: dict[str, Any] = {"field_manager": self.field_manager, "force": True,
-                                 "_content_type": APPLY_PATCH_CONTENT_TYPE,
-                                 "_request_timeout": self.request_timeout}
+        apply: dict[str, Any] = {
+            "field_manager": self.field_manager,
+            "force": True,
+            "_content_type": APPLY_PATCH_CONTENT_TYPE,
+            "_request_timeout": self.request_timeout,
+        }
         service = manifests.service_manifest(spec, ns)
-        self._call(f"apply service {ns}/{names.service}",
-                   lambda: core.patch_namespaced_service(names.service, ns, service, **apply))
+        self._call(
+            f"apply service {ns}/{names.service}",
+            lambda: core.patch_namespaced_service(names.service, ns, service, **apply),
+        )
         statefulset = manifests.statefulset_manifest(spec, ns, image_repository=self.image_repository)
-        self._call(f"apply statefulset {ns}/{names.statefulset}",
-                   lambda: apps.patch_namespaced_stateful_set(names.statefulset, ns, statefulset, **apply))
+        self._call(
+            f"apply statefulset {ns}/{names.statefulset}",
+            lambda: apps.patch_namespaced_stateful_set(names.statefulset, ns, statefulset, **apply),
+        )
         return self._password_ref(spec)
 
     # ------------------------------------------------------------------ status
@@ -213,7 +235,8 @@ class KubernetesRuntime:
             if not host:
                 cluster_ip = service.spec.cluster_ip if service.spec else None
                 host = (lb_host if is_lb else None) or (
-                    cluster_ip if cluster_ip and cluster_ip != "None" else "127.0.0.1")
+                    cluster_ip if cluster_ip and cluster_ip != "None" else "127.0.0.1"
+                )
             return Endpoint(host.strip("[]"), int(port))
         if is_lb:
             return Endpoint(lb_host, manifests.POSTGRES_PORT) if lb_host else None
@@ -227,18 +250,32 @@ class KubernetesRuntime:
         timeout = self.request_timeout
         sts = self._ignore_404(
             f"read statefulset {ns}/{names.statefulset}",
-            lambda: apps.read_namespaced_stateful_set(names.statefulset, ns, _request_timeout=timeout))
+            lambda: apps.read_namespaced_stateful_set(names.statefulset, ns, _request_timeout=timeout),
+        )
         if sts is None:
-            return RuntimeStatus(exists=False, ready=False, phase="NotFound",
-                                 message=f"statefulset {ns}/{names.statefulset} not found")
-        service = self._ignore_404(f"read service {ns}/{names.service}", lambda: core.read_namespaced_service(
-            names.service, ns, _request_timeout=self.request_timeout))
+            return RuntimeStatus(
+                exists=False,
+                ready=False,
+                phase="NotFound",
+                message=f"statefulset {ns}/{names.statefulset} not found",
+            )
+        service = self._ignore_404(
+            f"read service {ns}/{names.service}",
+            lambda: core.read_namespaced_service(names.service, ns, _request_timeout=self.request_timeout),
+        )
         endpoint = self._endpoint(service) if service is not None else None
-        pod = self._ignore_404(f"read pod {ns}/{names.pod}", lambda: core.read_namespaced_pod(
-            names.pod, ns, _request_timeout=self.request_timeout))
+        pod = self._ignore_404(
+            f"read pod {ns}/{names.pod}",
+            lambda: core.read_namespaced_pod(names.pod, ns, _request_timeout=self.request_timeout),
+        )
         if pod is None:
-            return RuntimeStatus(exists=True, ready=False, phase="Pending",
-                                 message=f"pod {names.pod} not created yet", endpoint=endpoint)
+            return RuntimeStatus(
+                exists=True,
+                ready=False,
+                phase="Pending",
+                message=f"pod {names.pod} not created yet",
+                endpoint=endpoint,
+            )
         pod_status = pod.status
         phase = str(pod_status.phase or "Pending") if pod_status else "Pending"
         conditions = (pod_status.conditions if pod_status else None) or []
@@ -250,8 +287,13 @@ class KubernetesRuntime:
             message = f"service {names.service} not found"
         elif pod_ready and endpoint is None:
             message = "waiting for the load balancer address"
-        return RuntimeStatus(exists=True, ready=pod_ready and endpoint is not None, phase=phase,
-                             message=message, endpoint=endpoint)
+        return RuntimeStatus(
+            exists=True,
+            ready=pod_ready and endpoint is not None,
+            phase=phase,
+            message=message,
+            endpoint=endpoint,
+        )
 
     @staticmethod
     def _pod_message(pod: Any, ready: bool) -> str:
@@ -271,23 +313,35 @@ class KubernetesRuntime:
         names = manifests.object_names(spec)
         raw: dict[str, Any] = {"_request_timeout": self.request_timeout, "_preload_content": False}
         removed = [
-            self._delete(f"statefulset {ns}/{names.statefulset}", lambda: apps.delete_namespaced_stateful_set(
-                names.statefulset, ns, propagation_policy="Background", **raw)),
-            self._delete(f"service {ns}/{names.service}",
-                         lambda: core.delete_namespaced_service(names.service, ns, **raw)),
-            self._delete(f"secret {ns}/{names.secret}",
-                         lambda: core.delete_namespaced_secret(names.secret, ns, **raw)),
+            self._delete(
+                f"statefulset {ns}/{names.statefulset}",
+                lambda: apps.delete_namespaced_stateful_set(
+                    names.statefulset, ns, propagation_policy="Background", **raw
+                ),
+            ),
+            self._delete(
+                f"service {ns}/{names.service}",
+                lambda: core.delete_namespaced_service(names.service, ns, **raw),
+            ),
+            self._delete(
+                f"secret {ns}/{names.secret}", lambda: core.delete_namespaced_secret(names.secret, ns, **raw)
+            ),
         ]
         selector = manifests.instance_label_selector(spec)
-        pvcs = self._call(f"list pvcs {ns} {selector}", lambda: core.list_namespaced_persistent_volume_claim(
-            ns, label_selector=selector, _request_timeout=self.request_timeout))
+        pvcs = self._call(
+            f"list pvcs {ns} {selector}",
+            lambda: core.list_namespaced_persistent_volume_claim(
+                ns, label_selector=selector, _request_timeout=self.request_timeout
+            ),
+        )
         for pvc in pvcs.items or []:
             # A PVC already terminating (pvc-protection waits for the pod to go) needs nothing
             # more from us, and must not make a repeated delete report "removed" again.
             meta = pvc.metadata
             if meta is not None and meta.name and meta.deletion_timestamp is None:
                 delete_pvc = functools.partial(
-                    core.delete_namespaced_persistent_volume_claim, meta.name, ns, **raw)
+                    core.delete_namespaced_persistent_volume_claim, meta.name, ns, **raw
+                )
                 removed.append(self._delete(f"pvc {ns}/{meta.name}", delete_pvc))
         return any(removed)
 
@@ -307,13 +361,19 @@ class KubernetesRuntime:
         core, _ = self._apis()
         ns = self.namespace
         name = manifests.object_names(spec).secret
-        secret = self._ignore_404(f"read secret {ns}/{name}", lambda: core.read_namespaced_secret(
-            name, ns, _request_timeout=self.request_timeout))
+        secret = self._ignore_404(
+            f"read secret {ns}/{name}",
+            lambda: core.read_namespaced_secret(name, ns, _request_timeout=self.request_timeout),
+        )
         encoded = (secret.data or {}).get(manifests.SECRET_PASSWORD_KEY) if secret is not None else None
         if encoded is None:
             raise InstanceNotFound(f"no password in secret {ns}/{name}")
         return base64.b64decode(encoded).decode("utf-8")
 
     def describe(self, spec: InstanceSpec) -> dict[str, Any]:
-        return {"runtime": self.kind, "namespace": self.namespace,
-                **manifests.object_names(spec).as_dict(), "password_ref": self._password_ref(spec)}
+        return {
+            "runtime": self.kind,
+            "namespace": self.namespace,
+            **manifests.object_names(spec).as_dict(),
+            "password_ref": self._password_ref(spec),
+        }

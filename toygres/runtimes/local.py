@@ -39,8 +39,13 @@ class LocalRuntime:
 
     kind = "local"
 
-    def __init__(self, root_dir: Path | str, *, start_timeout: float = 60.0,
-                 server_settings: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root_dir: Path | str,
+        *,
+        start_timeout: float = 60.0,
+        server_settings: dict[str, str] | None = None,
+    ) -> None:
         self.root_dir = Path(root_dir).absolute()
         self.start_timeout = start_timeout
         self.server_settings = dict(server_settings or {})
@@ -60,8 +65,13 @@ class LocalRuntime:
 
     def _server(self, spec: InstanceSpec, password: str | None = None) -> EmbeddedPostgres:
         # port=None: EmbeddedPostgres reuses the port recorded in the data directory.
-        return EmbeddedPostgres(self.instance_dir(spec) / "pgdata", host=LOCAL_HOST, superuser=spec.username,
-                                password=password, server_settings=self.server_settings)
+        return EmbeddedPostgres(
+            self.instance_dir(spec) / "pgdata",
+            host=LOCAL_HOST,
+            superuser=spec.username,
+            password=password,
+            server_settings=self.server_settings,
+        )
 
     @contextlib.contextmanager
     def _locked(self, spec: InstanceSpec) -> Iterator[None]:
@@ -107,8 +117,9 @@ class LocalRuntime:
                 server.start(timeout=self.start_timeout)
             except PostgresServerError as exc:
                 # Usually transient (port race, slow disk); the log tail carries no secrets.
-                raise DeployError(f"local instance {spec.name} failed to start: {exc}",
-                                  retryable=True) from None
+                raise DeployError(
+                    f"local instance {spec.name} failed to start: {exc}", retryable=True
+                ) from None
             self._write_runtime(spec, server.port)
             if spec.database != "postgres":
                 self._ensure_database(spec, server.port, stored)
@@ -117,24 +128,38 @@ class LocalRuntime:
     def status(self, spec: InstanceSpec) -> RuntimeStatus:
         inst_dir = self.instance_dir(spec)
         if not inst_dir.exists():
-            return RuntimeStatus(exists=False, ready=False, phase="NotFound",
-                                 message=f"no directory {inst_dir}", endpoint=None)
+            return RuntimeStatus(
+                exists=False, ready=False, phase="NotFound", message=f"no directory {inst_dir}", endpoint=None
+            )
         server = self._server(spec)
         if not server.is_running():
-            return RuntimeStatus(exists=True, ready=False, phase="Stopped",
-                                 message="the PostgreSQL server is not running", endpoint=None)
+            return RuntimeStatus(
+                exists=True,
+                ready=False,
+                phase="Stopped",
+                message="the PostgreSQL server is not running",
+                endpoint=None,
+            )
         endpoint = Endpoint(LOCAL_HOST, server.port)
         try:
             password = self.read_password(spec)
-            with psycopg.connect(host=endpoint.host, port=endpoint.port, user=spec.username,
-                                 password=password, dbname=spec.database, connect_timeout=3) as conn:
+            with psycopg.connect(
+                host=endpoint.host,
+                port=endpoint.port,
+                user=spec.username,
+                password=password,
+                dbname=spec.database,
+                connect_timeout=3,
+            ) as conn:
                 conn.execute("SELECT 1")
         except (psycopg.Error, InstanceNotFound) as exc:
             message = f"not accepting connections: {type(exc).__name__}"
-            return RuntimeStatus(exists=True, ready=False, phase="Starting", message=message,
-                                 endpoint=endpoint)
-        return RuntimeStatus(exists=True, ready=True, phase="Running",
-                             message="accepting connections", endpoint=endpoint)
+            return RuntimeStatus(
+                exists=True, ready=False, phase="Starting", message=message, endpoint=endpoint
+            )
+        return RuntimeStatus(
+            exists=True, ready=True, phase="Running", message="accepting connections", endpoint=endpoint
+        )
 
     def delete(self, spec: InstanceSpec) -> bool:
         with self._locked(spec):
@@ -174,8 +199,9 @@ class LocalRuntime:
         except (FileNotFoundError, ValueError):
             return
         if recorded.get("instance_id") not in (None, spec.instance_id):
-            raise DeployError(f"{self.instance_dir(spec)} belongs to instance {recorded['instance_id']}",
-                              retryable=False)
+            raise DeployError(
+                f"{self.instance_dir(spec)} belongs to instance {recorded['instance_id']}", retryable=False
+            )
 
     def _write_runtime(self, spec: InstanceSpec, port: int | None) -> None:
         data = {"instance_id": spec.instance_id, "name": spec.name, "host": LOCAL_HOST, "port": port}
@@ -186,8 +212,15 @@ class LocalRuntime:
 
     def _ensure_database(self, spec: InstanceSpec, port: int, password: str) -> None:
         try:
-            with psycopg.connect(host=LOCAL_HOST, port=port, user=spec.username, password=password,
-                                 dbname="postgres", connect_timeout=10, autocommit=True) as conn:
+            with psycopg.connect(
+                host=LOCAL_HOST,
+                port=port,
+                user=spec.username,
+                password=password,
+                dbname="postgres",
+                connect_timeout=10,
+                autocommit=True,
+            ) as conn:
                 query = "SELECT 1 FROM pg_database WHERE datname = %s"
                 exists = conn.execute(query, (spec.database,)).fetchone()
                 if exists is None:
@@ -195,8 +228,9 @@ class LocalRuntime:
         except psycopg.errors.DuplicateDatabase:
             pass
         except psycopg.Error as exc:
-            raise DeployError(f"could not create database {spec.database!r}: {type(exc).__name__}",
-                              retryable=True) from None
+            raise DeployError(
+                f"could not create database {spec.database!r}: {type(exc).__name__}", retryable=True
+            ) from None
 
 
 def _write_private(path: Path, secret: str) -> None:

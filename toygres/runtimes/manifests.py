@@ -38,8 +38,13 @@ class ObjectNames:
     pvc: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"statefulset": self.statefulset, "service": self.service, "secret": self.secret,
-                "pod": self.pod, "pvc": self.pvc}
+        return {
+            "statefulset": self.statefulset,
+            "service": self.service,
+            "secret": self.secret,
+            "pod": self.pod,
+            "pvc": self.pvc,
+        }
 
 
 def object_names(spec: InstanceSpec) -> ObjectNames:
@@ -69,8 +74,10 @@ def labels(spec: InstanceSpec) -> dict[str, str]:
 
 def instance_label_selector(spec: InstanceSpec) -> str:
     """A label selector matching exactly this instance's objects (used to find its PVCs)."""
-    return (f"app.kubernetes.io/instance={spec.name},app.kubernetes.io/managed-by={MANAGED_BY},"
-            f"{INSTANCE_ID_LABEL}={spec.instance_id}")
+    return (
+        f"app.kubernetes.io/instance={spec.name},app.kubernetes.io/managed-by={MANAGED_BY},"
+        f"{INSTANCE_ID_LABEL}={spec.instance_id}"
+    )
 
 
 def _metadata(name: str, namespace: str, spec: InstanceSpec) -> dict[str, Any]:
@@ -78,8 +85,11 @@ def _metadata(name: str, namespace: str, spec: InstanceSpec) -> dict[str, Any]:
 
 
 def namespace_manifest(namespace: str) -> Manifest:
-    return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
+    }
 
 
 def secret_manifest(spec: InstanceSpec, namespace: str, password: str) -> Manifest:
@@ -135,11 +145,17 @@ def statefulset_manifest(
         "volumeMounts": [{"name": DATA_VOLUME, "mountPath": DATA_MOUNT_PATH}],
         "readinessProbe": {
             "exec": {"command": _pg_isready(spec)},
-            "initialDelaySeconds": 5, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 6,
+            "initialDelaySeconds": 5,
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
         },
         "livenessProbe": {
             "exec": {"command": _pg_isready(spec)},
-            "initialDelaySeconds": 30, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6,
+            "initialDelaySeconds": 30,
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
         },
     }
     resources = _resources(spec)
