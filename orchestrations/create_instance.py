@@ -17,41 +17,18 @@ from activities import (
     GET_INSTANCE_STATUS,
     UPDATE_METADATA,
 )
-from activities.errors import NON_RETRYABLE
-from durable_engine import OrchestrationContext, RetryPolicy, TaskFailedError
+from durable_engine import OrchestrationContext, TaskFailedError
 from toygres.models import InstanceState
 
-from .inputs import CreateInstanceInput, HealthMonitorInput
+from .inputs import CreateInstanceInput
+from .steps import PLATFORM_RETRY, mark_failed, platform_retry, start_health_monitor
 
 NAME = "CreateInstance"
 VERSION = "1.0.0"
 
-#: Metadata and status reads are cheap and idempotent: retry them patiently.
-PLATFORM_RETRY = RetryPolicy(
-    max_attempts=5,
-    initial_delay=timedelta(seconds=2),
-    max_delay=timedelta(seconds=30),
-    non_retryable_error_types=NON_RETRYABLE,
-)
-
-
-def platform_retry(attempts: int) -> RetryPolicy:
-    """Retries for calls to the platform (Kubernetes API, local processes) that may fail transiently."""
-    return RetryPolicy(
-        max_attempts=attempts,
-        initial_delay=timedelta(seconds=2),
-        max_delay=timedelta(seconds=60),
-        non_retryable_error_types=NON_RETRYABLE,
-    )
-
 
 class InstanceNotReadyError(Exception):
     """The instance did not become ready before the readiness deadline."""
-
-
-def monitor_instance_id(ctx: OrchestrationContext, instance_id: str) -> str:
-    """A fresh id per monitor generation, so a restarted monitor never collides with a dead one."""
-    return f"health-{instance_id}-{ctx.new_uuid()[:8]}"
 
 
 async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dict[str, Any]:
@@ -98,29 +75,10 @@ async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
         except TaskFailedError as cleanup:
             # the instance is failed either way; say that resources may remain and how to retry
             reason += f"; cleaning up failed too ({cleanup}): delete the instance to retry the cleanup"
-        await ctx.schedule_activity(
-            UPDATE_METADATA,
-            {
-                "op": "state",
-                "instance_id": instance_id,
-                "state": InstanceState.FAILED.value,
-                "reason": reason,
-            },
-            retry=PLATFORM_RETRY,
-        )
+        await mark_failed(ctx, instance_id, reason)
         raise
 
-    monitor_input = HealthMonitorInput(config=params.config, interval_seconds=params.health_interval_seconds)
-    monitor_id = ctx.start_orchestration(
-        "HealthMonitor",
-        monitor_input.model_dump(mode="json"),
-        instance_id=monitor_instance_id(ctx, instance_id),
-    )
-    await ctx.schedule_activity(
-        UPDATE_METADATA,
-        {"op": "health_monitor", "instance_id": instance_id, "monitor_id": monitor_id},
-        retry=PLATFORM_RETRY,
-    )
+    monitor_id = await start_health_monitor(ctx, params.config, params.health_interval_seconds)
     ctx.set_custom_status({"phase": "running"})
     return {
         "instance_id": instance_id,

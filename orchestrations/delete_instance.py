@@ -8,8 +8,8 @@ from activities import DELETE_POSTGRES, GET_INSTANCE_RECORD, STOP_ORCHESTRATION,
 from durable_engine import OrchestrationContext, TaskFailedError
 from toygres.models import InstanceState
 
-from .create_instance import PLATFORM_RETRY, platform_retry
 from .inputs import DeleteInstanceInput
+from .steps import PLATFORM_RETRY, mark_failed, platform_retry
 
 NAME = "DeleteInstance"
 VERSION = "1.0.0"
@@ -43,16 +43,7 @@ async def delete_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
         )
     except TaskFailedError as exc:
         reason = f"deleting the resources failed ({exc}); delete the instance again to retry"
-        await ctx.schedule_activity(
-            UPDATE_METADATA,
-            {
-                "op": "state",
-                "instance_id": instance_id,
-                "state": InstanceState.FAILED.value,
-                "reason": reason,
-            },
-            retry=PLATFORM_RETRY,
-        )
+        await mark_failed(ctx, instance_id, reason)
         raise
     await ctx.schedule_activity(
         UPDATE_METADATA, {"op": "deleted", "instance_id": instance_id}, retry=PLATFORM_RETRY

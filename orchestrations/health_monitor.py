@@ -13,10 +13,10 @@ from activities import GET_INSTANCE_RECORD, HEALTH_CHECK, UPDATE_METADATA
 from durable_engine import OrchestrationContext
 from toygres.models import InstanceState
 
-from .create_instance import PLATFORM_RETRY
 from .inputs import HealthMonitorInput
+from .steps import HEALTH_MONITOR, PLATFORM_RETRY
 
-NAME = "HealthMonitor"
+NAME = HEALTH_MONITOR
 VERSION = "1.0.0"
 
 

@@ -1,0 +1,62 @@
+"""Steps more than one orchestration takes, written once.
+
+They are plain coroutines awaited from orchestration code, so they replay like the code that
+calls them: same actions, same order.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from activities import UPDATE_METADATA
+from activities.errors import NON_RETRYABLE
+from durable_engine import OrchestrationContext, RetryPolicy
+from toygres.models import DeploymentConfig, InstanceState
+
+from .inputs import HealthMonitorInput
+
+HEALTH_MONITOR = "HealthMonitor"
+
+
+def platform_retry(attempts: int) -> RetryPolicy:
+    """Retries for calls to the platform (Kubernetes API, local processes) that may fail transiently."""
+    return RetryPolicy(
+        max_attempts=attempts,
+        initial_delay=timedelta(seconds=2),
+        max_delay=timedelta(seconds=60),
+        non_retryable_error_types=NON_RETRYABLE,
+    )
+
+
+#: Metadata and status reads are cheap and idempotent: retry them patiently.
+PLATFORM_RETRY = platform_retry(5)
+
+
+async def mark_failed(ctx: OrchestrationContext, instance_id: str, reason: str) -> None:
+    await ctx.schedule_activity(
+        UPDATE_METADATA,
+        {"op": "state", "instance_id": instance_id, "state": InstanceState.FAILED.value, "reason": reason},
+        retry=PLATFORM_RETRY,
+    )
+
+
+async def start_health_monitor(
+    ctx: OrchestrationContext, config: DeploymentConfig, interval_seconds: float
+) -> str:
+    """Start a detached HealthMonitor for the instance and record its id; returns the id.
+
+    Each monitor generation gets a fresh id, so a restarted monitor never collides with a dead one.
+    """
+    instance_id = str(config.instance_id)
+    monitor_input = HealthMonitorInput(config=config, interval_seconds=interval_seconds)
+    monitor_id = ctx.start_orchestration(
+        HEALTH_MONITOR,
+        monitor_input.model_dump(mode="json"),
+        instance_id=f"health-{instance_id}-{ctx.new_uuid()[:8]}",
+    )
+    await ctx.schedule_activity(
+        UPDATE_METADATA,
+        {"op": "health_monitor", "instance_id": instance_id, "monitor_id": monitor_id},
+        retry=PLATFORM_RETRY,
+    )
+    return monitor_id
