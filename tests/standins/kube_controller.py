@@ -100,6 +100,7 @@ class Controller:
     """Runs the reconcile loop in one thread; PostgreSQL starts/stops run in worker threads."""
 
     def __init__(self, store: Store, api: KubeApi, work_dir: Path, restart_delay: float) -> None:
+        self._services_lock = threading.Lock()
         self.store = store
         self.api = api
         self.work_dir = work_dir
@@ -700,6 +701,12 @@ class Controller:
                     self.store.put(PVCS, current)
 
     def _services(self) -> None:
+        # the reconcile loop and pod drivers both call this: one at a time, or a stale pass that
+        # looked before a backend had its port could remove the annotation a newer pass just wrote
+        with self._services_lock:
+            self._services_locked()
+
+    def _services_locked(self) -> None:
         pods = [p for p in self.store.items(PODS) if not p["metadata"].get("deletionTimestamp")]
         for svc in self.store.items(SERVICES):
             meta = svc["metadata"]
