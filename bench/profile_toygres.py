@@ -32,6 +32,7 @@ Event = tuple[float, float, str, str]  # start, end, what, detail
 
 _TRACED = [
     "create_instance",
+    "create_instance_locked",
     "fetch_orchestration_item",
     "commit_turn",
     "fetch_activity",
@@ -140,7 +141,7 @@ async def profile(dsn: str, n: int, cfg: ToygresConfig, shape: str = "one") -> N
         ),
     )
     await runtime.start()
-    client = Client(provider)
+    client = Client(provider, runtime=runtime)  # as in the benchmark: local dispatch
     try:
         for i in range(10):
             await client.start_orchestration(f"warm-{i}-{time.time_ns()}", "One", 1)
