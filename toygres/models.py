@@ -132,7 +132,7 @@ _PG_RESERVED = frozenset(
     """.split()
 )
 
-POSTGRES_VERSIONS: tuple[str, ...] = ("14", "15", "16", "17")
+POSTGRES_VERSIONS: tuple[str, ...] = ("14", "15", "16", "17", "18")
 DEFAULT_POSTGRES_VERSION = "17"
 PASSWORD_MIN_LENGTH = 12
 PASSWORD_MAX_LENGTH = 128

@@ -134,7 +134,7 @@ async def test_create_get_list_delete_over_http(api: httpx.AsyncClient) -> None:
         ({"name": "ok", "storage_size": "ten gigs"}, "storage_size", "Kubernetes quantity"),
         ({"name": "ok", "storage_size": "100Ti"}, "storage_size", "between 1Gi and 16Ti"),
         ({"name": "ok", "storgae_size": "10Gi"}, "storgae_size", "Extra inputs are not permitted"),
-        ({"name": "ok", "postgres_version": "9"}, "postgres_version", "one of 14, 15, 16, 17"),
+        ({"name": "ok", "postgres_version": "9"}, "postgres_version", "one of 14, 15, 16, 17, 18"),
         ({"name": "ok", "runtime": "docker"}, "runtime", "kubernetes"),
         ({}, "name", "Field required"),
     ],

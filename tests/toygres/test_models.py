@@ -140,14 +140,14 @@ def test_generated_password_is_strong_and_unique() -> None:
 # -- version, storage, resources, runtime, service type ---------------------------------------
 
 
-@pytest.mark.parametrize("version", ["14", "15", "16", "17", 16])
+@pytest.mark.parametrize("version", ["14", "15", "16", "17", "18", 16])
 def test_postgres_version_allow_list(version: object) -> None:
     assert CreateInstanceRequest(name="db", postgres_version=version).postgres_version == str(version)
 
 
 @pytest.mark.parametrize("version", ["13", "18", "17.1", "latest", True, None])
 def test_postgres_version_rejects_others(version: object) -> None:
-    assert "14, 15, 16, 17" in _single_error("postgres_version", name="db", postgres_version=version)
+    assert "14, 15, 16, 17, 18" in _single_error("postgres_version", name="db", postgres_version=version)
 
 
 def test_defaults() -> None:
