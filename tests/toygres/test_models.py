@@ -145,7 +145,7 @@ def test_postgres_version_allow_list(version: object) -> None:
     assert CreateInstanceRequest(name="db", postgres_version=version).postgres_version == str(version)
 
 
-@pytest.mark.parametrize("version", ["13", "18", "17.1", "latest", True, None])
+@pytest.mark.parametrize("version", ["13", "19", "17.1", "latest", True, None])
 def test_postgres_version_rejects_others(version: object) -> None:
     assert "14, 15, 16, 17, 18" in _single_error("postgres_version", name="db", postgres_version=version)
 
