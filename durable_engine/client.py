@@ -59,6 +59,8 @@ class Client:
     def __init__(self, provider: Provider, runtime: Runtime | None = None) -> None:
         self.provider = provider
         self.runtime = runtime
+        #: first turns this client handed to its runtime, until they finish
+        self._local_turns: dict[str, asyncio.Task[None]] = {}
 
     async def start_orchestration(
         self, instance_id: str, name: str, input: Any = None, version: str | None = None
@@ -78,7 +80,10 @@ class Client:
             assert self.runtime is not None
             item = await self.provider.create_instance_locked(instance, self.runtime.options.lock_timeout)
         finally:
-            dispatch(item)
+            turn = dispatch(item)
+        if turn is not None:
+            self._local_turns[instance_id] = turn
+            turn.add_done_callback(lambda _: self._local_turns.pop(instance_id, None))
         return item is not None
 
     async def get_status(self, instance_id: str) -> OrchestrationStatus | None:
@@ -90,6 +95,11 @@ class Client:
     ) -> OrchestrationStatus:
         """Wait until the instance is Completed, Failed or Cancelled; TimeoutError otherwise."""
         deadline = time.monotonic() + _seconds(timeout)
+        local_turn = self._local_turns.get(instance_id)
+        if local_turn is not None:
+            # its first turn runs in this process: reading the status meanwhile would only
+            # compete with it (it often finishes the whole orchestration)
+            await asyncio.wait([local_turn], timeout=max(deadline - time.monotonic(), 0.0))
         while True:
             # start watching before reading, so a change between the read and the wait still
             # wakes us (providers register the watch before their first await)

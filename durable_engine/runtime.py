@@ -174,25 +174,28 @@ class Runtime:
             self._inflight.add(task)
             task.add_done_callback(functools.partial(self._done, slots))
 
-    async def try_dispatch_locally(self) -> Callable[[OrchestrationItem | None], None] | None:
+    async def try_dispatch_locally(
+        self,
+    ) -> Callable[[OrchestrationItem | None], asyncio.Task[None] | None] | None:
         """Reserve a turn slot for an item a local client is about to create locked.
 
         Returns None when the runtime is not running or has no free slot (the client then
         creates the instance the ordinary way); else a function that takes the locked item
-        (or None if nothing was created) and runs its turn in the background.
+        (or None if nothing was created) and runs its turn in a background task it returns.
         """
         if not self._loops or self._stopping.is_set() or self._orchestration_slots.locked():
             return None
         slots = self._orchestration_slots
         await slots.acquire()  # a slot is free: this returns at once
 
-        def run(item: OrchestrationItem | None) -> None:
+        def run(item: OrchestrationItem | None) -> asyncio.Task[None] | None:
             if item is None:
                 slots.release()
-                return
+                return None
             task: asyncio.Task[None] = asyncio.create_task(self.process_orchestration_item(item))
             self._inflight.add(task)
             task.add_done_callback(functools.partial(self._done, slots))
+            return task
 
         return run
 
