@@ -8,7 +8,6 @@ Azurite queues and the handlers themselves (:class:`HintPump`), as the host woul
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import socket
 import subprocess
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import azure.functions as func
-import psutil
 import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.functions.queue import QueueMessage as HostQueueMessage
@@ -33,6 +31,7 @@ from functions import host_state
 from functions.config import ACTIVITY_QUEUE, ORCHESTRATION_QUEUE, FunctionsSettings
 from functions.hints import StorageQueueHints
 from functions.host_state import Host, HostConfig
+from tests.toygres.plane import kill_local_instances
 from toygres.models import RuntimeKind
 from toygres.runtimes.local import LocalRuntime
 from toygres.service import LifecycleTiming
@@ -196,12 +195,7 @@ async def host(
     finally:
         await host_state.close_host()
         host_state.configure(HostConfig())
-        for child in root.iterdir() if root.exists() else []:
-            pid_file = child / "pgdata" / "postmaster.pid"
-            if pid_file.exists():  # never leave an instance server behind, whatever the test did
-                pid = int(pid_file.read_text().split()[0])
-                if psutil.pid_exists(pid):
-                    os.kill(pid, 9)
+        kill_local_instances(root)
 
 
 def queue_message(message: Any) -> func.QueueMessage:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 from psycopg_pool import AsyncConnectionPool
 
 from durable_engine import Runtime, RuntimeOptions
@@ -57,3 +60,13 @@ async def control_plane(
 
 def local_settings(root: Path, **extra: Any) -> Settings:
     return Settings(default_runtime=RuntimeKind.LOCAL, local_data_dir=root, **extra)
+
+
+def kill_local_instances(root: Path) -> None:
+    """SIGKILL every server a LocalRuntime under ``root`` left running, whatever the test did."""
+    for child in root.iterdir() if root.exists() else []:
+        pid_file = child / "pgdata" / "postmaster.pid"
+        if pid_file.exists():
+            pid = int(pid_file.read_text().split()[0])
+            if psutil.pid_exists(pid):
+                os.kill(pid, signal.SIGKILL)

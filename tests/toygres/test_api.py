@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 from uuid import uuid4
 
 import httpx
-import psutil
 import pytest
 
 from durable_engine import PostgresProvider
@@ -21,7 +19,7 @@ from toygres.models import RuntimeKind
 from toygres.runtimes.local import LocalRuntime
 from toygres.service import ControlPlane
 
-from .plane import control_plane, local_settings
+from .plane import control_plane, kill_local_instances, local_settings
 
 pytestmark = pytest.mark.postgres
 
@@ -39,12 +37,7 @@ async def plane(pg_dsn: str, pg_tmp_dir: Path) -> AsyncIterator[ControlPlane]:
             yield cp
     finally:
         await provider.close()
-        for child in root.iterdir() if root.exists() else []:
-            pid_file = child / "pgdata" / "postmaster.pid"
-            if pid_file.exists():  # never leave a server behind, whatever the test did
-                pid = int(pid_file.read_text().split()[0])
-                if psutil.pid_exists(pid):
-                    os.kill(pid, 9)
+        kill_local_instances(root)
 
 
 @pytest.fixture

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import uvicorn
 from typer.testing import CliRunner, Result
@@ -23,7 +21,7 @@ from toygres.models import RuntimeKind
 from toygres.pgserver import free_port
 from toygres.runtimes.local import LocalRuntime
 
-from .plane import control_plane, local_settings
+from .plane import control_plane, kill_local_instances, local_settings
 
 pytestmark = pytest.mark.postgres
 
@@ -91,12 +89,7 @@ def api_url(pg_dsn: str, pg_tmp_dir: Path) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
-        for child in root.iterdir() if root.exists() else []:
-            pid_file = child / "pgdata" / "postmaster.pid"
-            if pid_file.exists():  # never leave a server behind, whatever the test did
-                pid = int(pid_file.read_text().split()[0])
-                if psutil.pid_exists(pid):
-                    os.kill(pid, 9)
+        kill_local_instances(root)
 
 
 def run(args: list[str], url: str | None = None, stdin: str | None = None) -> Result:

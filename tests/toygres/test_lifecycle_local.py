@@ -20,7 +20,7 @@ from toygres.models import CreateInstanceRequest, HealthStatus, InstanceState, R
 from toygres.runtimes.local import LocalRuntime
 from toygres.service import ControlPlane, InstanceGone
 
-from .plane import control_plane, local_settings
+from .plane import control_plane, kill_local_instances, local_settings
 
 pytestmark = pytest.mark.postgres
 
@@ -37,12 +37,7 @@ async def plane(pg_dsn: str, pg_tmp_dir: Path) -> AsyncIterator[tuple[ControlPla
             yield cp, local
     finally:
         await provider.close()
-        for child in root.iterdir() if root.exists() else []:
-            pid_file = child / "pgdata" / "postmaster.pid"
-            if pid_file.exists():  # never leave a server behind, whatever the test did
-                pid = int(pid_file.read_text().split()[0])
-                if psutil.pid_exists(pid):
-                    os.kill(pid, 9)
+        kill_local_instances(root)
 
 
 async def wait_operation(cp: ControlPlane, operation_id: str, timeout: float = 90) -> Any:

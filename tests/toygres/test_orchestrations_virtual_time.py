@@ -6,7 +6,6 @@ each a real connection to a real local PostgreSQL instance — take a second or 
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ from toygres.models import CreateInstanceRequest, HealthStatus, InstanceState, R
 from toygres.runtimes.local import LocalRuntime
 from toygres.service import ControlPlane, LifecycleTiming
 
-from .plane import control_plane, local_settings
+from .plane import control_plane, kill_local_instances, local_settings
 
 pytestmark = pytest.mark.postgres
 
@@ -45,10 +44,7 @@ async def virtual(
         try:
             yield cp, clock, local
         finally:
-            for spec_dir in root.iterdir() if root.exists() else []:
-                pid_file = spec_dir / "pgdata" / "postmaster.pid"
-                if pid_file.exists():
-                    os.kill(int(pid_file.read_text().split()[0]), 9)
+            kill_local_instances(root)
 
 
 async def test_thirty_minutes_of_health_checks_in_virtual_time(
