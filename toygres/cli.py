@@ -100,6 +100,16 @@ def _fail(failure: CliFailure) -> NoReturn:
     raise typer.Exit(failure.exit_code)
 
 
+def _get(url: str, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One GET against the API; an error body or an unreachable API ends the command."""
+    try:
+        with ApiClient(url) as client:
+            result: dict[str, Any] = client.call("GET", path, params=params)
+    except CliFailure as failure:
+        _fail(failure)
+    return result
+
+
 def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=False))
 
@@ -300,11 +310,7 @@ def list_instances(
         params["state"] = state.value
     if cursor is not None:
         params["cursor"] = cursor
-    try:
-        with ApiClient(url) as client:
-            page: dict[str, Any] = client.call("GET", "instances", params=params)
-    except CliFailure as failure:
-        _fail(failure)
+    page = _get(url, "instances", params=params)
     if as_json:
         _print_json(page)
         return
@@ -373,11 +379,7 @@ def get_instance(
     as_json: JsonOption = False,
 ) -> None:
     """Show one instance."""
-    try:
-        with ApiClient(url) as client:
-            instance: dict[str, Any] = client.call("GET", f"instances/{instance_id}")
-    except CliFailure as failure:
-        _fail(failure)
+    instance = _get(url, f"instances/{instance_id}")
     if as_json:
         _print_json(instance)
     else:
@@ -446,11 +448,7 @@ def get_operation(
     as_json: JsonOption = False,
 ) -> None:
     """Show an operation's status, phase and error."""
-    try:
-        with ApiClient(url) as client:
-            operation: dict[str, Any] = client.call("GET", f"operations/{operation_id}")
-    except CliFailure as failure:
-        _fail(failure)
+    operation = _get(url, f"operations/{operation_id}")
     if as_json:
         _print_json(operation)
     else:
