@@ -393,3 +393,16 @@ def test_tls_kubeconfig_with_load_kube_config(tmp_path: Path) -> None:
         api = client.CoreV1Api(client.ApiClient(configuration))
         api.create_namespace({"metadata": {"name": "tls"}})
         assert [n.metadata.name for n in api.list_namespace().items] == ["tls"]
+
+
+def test_deleting_a_service_answers_with_the_object_like_the_real_server(core: client.CoreV1Api) -> None:
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="svc")))
+    core.create_namespaced_service(
+        "svc", {"metadata": {"name": "db"}, "spec": {"ports": [{"port": 5432}], "selector": {"app": "db"}}}
+    )
+    deleted = core.delete_namespaced_service("db", "svc")  # the client reads the body as a V1Service
+    assert isinstance(deleted, client.V1Service) and deleted.metadata.name == "db"
+    secret = core.create_namespaced_secret("svc", {"metadata": {"name": "s"}, "string_data": {"k": "v"}})
+    status = core.delete_namespaced_secret(secret.metadata.name, "svc")  # others answer a Status
+    body = status if isinstance(status, dict) else status.to_dict()
+    assert body["kind"] == "Status" and body["status"] == "Success"

@@ -493,6 +493,10 @@ class KubeApi:
                     return self.store.put(res, existing)
                 return existing
             self.store.remove(res, namespace, name)
+            if res is SERVICES:
+                # the real API server's Service storage sets ReturnDeletedObject: the client's
+                # delete_namespaced_service deserialises the answer as a V1Service
+                return existing
             return success_status(res, name, meta["uid"])
 
     def _orphan_dependents(self, namespace: str, owner_uid: str) -> None:
