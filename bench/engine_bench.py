@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 if __package__ in (None, ""):  # ``python bench/engine_bench.py``
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import Sizes, parse_result
-from toygres.pgserver import EmbeddedPostgres
+from toygres.pgserver import EmbeddedPostgres, dsn_for_database
 
 REPO = Path(__file__).resolve().parents[1]
 DATABASES = {"toygres": "bench_toygres", "dbos": "bench_dbos"}
@@ -282,21 +281,13 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     return sizes
 
 
-def _dsn_for_database(admin_dsn: str, dbname: str) -> str:
-    """Same form as the admin DSN: DBOS (SQLAlchemy) needs a URL, not a key=value string."""
-    if admin_dsn.startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(admin_dsn)
-        return urlunsplit(parts._replace(path="/" + dbname))
-    return psycopg.conninfo.make_conninfo(admin_dsn, dbname=dbname)
-
-
 @contextlib.contextmanager
 def external_server(admin_dsn: str) -> Iterator[dict[str, str]]:
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
         for db in DATABASES.values():
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
-    yield {"admin": admin_dsn, **{k: _dsn_for_database(admin_dsn, v) for k, v in DATABASES.items()}}
+    yield {"admin": admin_dsn, **{k: dsn_for_database(admin_dsn, v) for k, v in DATABASES.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,13 +18,12 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from toygres.pgserver import EmbeddedPostgres
+from toygres.pgserver import EmbeddedPostgres, dsn_for_database
 
 pytest_plugins = ["tests.standins.fixtures"]
 
@@ -91,13 +90,6 @@ def pg_admin_dsn(request: pytest.FixtureRequest) -> str:
     return server.dsn("postgres")
 
 
-def _dsn_for_database(admin_dsn: str, dbname: str) -> str:
-    if admin_dsn.startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(admin_dsn)
-        return urlunsplit(parts._replace(path="/" + dbname))
-    return psycopg.conninfo.make_conninfo(admin_dsn, dbname=dbname)
-
-
 @pytest.fixture
 def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
     """A fresh, empty database for this test; dropped (even with open sessions) afterwards.
@@ -109,7 +101,7 @@ def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
     with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     try:
-        yield _dsn_for_database(pg_admin_dsn, dbname)
+        yield dsn_for_database(pg_admin_dsn, dbname)
     finally:
         with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))

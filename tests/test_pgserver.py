@@ -204,3 +204,18 @@ def test_watchdog_stops_server_when_owner_is_killed(pg_tmp_dir: Path) -> None:
         EmbeddedPostgres(data).kill()
         pytest.fail("the watchdog did not stop the orphaned server")
     assert not EmbeddedPostgres(data).is_running()
+
+
+def test_dsn_for_database_keeps_the_form_of_the_admin_dsn() -> None:
+    from toygres.pgserver import dsn_for_database
+
+    assert (
+        dsn_for_database("postgresql://u@127.0.0.1:5432/postgres", "app")
+        == "postgresql://u@127.0.0.1:5432/app"
+    )
+    keyword = dsn_for_database("host=127.0.0.1 port=5432 user=u dbname=postgres", "app")
+    assert (
+        "dbname=app" in keyword
+        and "host=127.0.0.1" in keyword
+        and "postgres" not in keyword.split("user=u")[1]
+    )

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psutil
 
@@ -76,6 +76,18 @@ def postgres_bin_dir() -> Path:
     if not (bin_dir / "pg_ctl").exists():
         raise PostgresServerError(f"no PostgreSQL binaries found in {bin_dir}")
     return bin_dir
+
+
+def dsn_for_database(admin_dsn: str, dbname: str) -> str:
+    """``admin_dsn`` pointed at another database, in the same form (URL or key=value).
+
+    The form matters: SQLAlchemy-based tools (DBOS) need a URL, libpq accepts either.
+    """
+    if admin_dsn.startswith(("postgresql://", "postgres://")):
+        return urlunsplit(urlsplit(admin_dsn)._replace(path="/" + dbname))
+    from psycopg.conninfo import make_conninfo  # local: the launcher itself needs no psycopg
+
+    return make_conninfo(admin_dsn, dbname=dbname)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

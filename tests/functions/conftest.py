@@ -150,6 +150,18 @@ def registered() -> Handlers:
     return Handlers({f.get_function_name(): f for f in function_app.app.get_functions()})
 
 
+def local_host_config(dsn: str, root: Path, **overrides: Any) -> HostConfig:
+    """A Functions host on the test database and the local runtime under ``root``, fast timings."""
+    values: dict[str, Any] = {
+        "settings": Settings(default_runtime=RuntimeKind.LOCAL, local_data_dir=root),
+        "functions": fast_functions(),
+        "dsn": dsn,
+        "runtimes": {RuntimeKind.LOCAL: LocalRuntime(root)},
+        "timing": FAST,
+    }
+    return HostConfig(**{**values, **overrides})
+
+
 def fast_functions(**extra: Any) -> FunctionsSettings:
     values: dict[str, Any] = {
         "orchestration_budget_seconds": 20,
@@ -174,12 +186,9 @@ async def host(
     inline = bool(getattr(request, "param", False))
     root = pg_tmp_dir / "instances"
     host_state.configure(
-        HostConfig(
-            settings=Settings(default_runtime=RuntimeKind.LOCAL, local_data_dir=root),
-            functions=fast_functions(),
-            dsn=pg_dsn,
-            runtimes={RuntimeKind.LOCAL: LocalRuntime(root)},
-            timing=FAST,
+        local_host_config(
+            pg_dsn,
+            root,
             runtime_options=RuntimeOptions(
                 idle_wait=0.3,
                 orchestration_concurrency=2,

@@ -13,11 +13,8 @@ from functions import host_state
 from functions.hints import StorageQueueHints
 from functions.host_state import Host, HostConfig
 from functions.sweep import run_sweep
-from toygres.models import RuntimeKind
-from toygres.runtimes.local import LocalRuntime
-from toygres.settings import Settings
 
-from .conftest import FAST, fast_functions
+from .conftest import local_host_config
 
 pytestmark = pytest.mark.postgres
 
@@ -29,16 +26,7 @@ def _unusable() -> StorageQueueHints | None:
 @pytest.fixture
 async def hintless(pg_dsn: str, pg_tmp_dir: Path) -> AsyncIterator[None]:
     root = pg_tmp_dir / "instances"
-    host_state.configure(
-        HostConfig(
-            settings=Settings(default_runtime=RuntimeKind.LOCAL, local_data_dir=root),
-            functions=fast_functions(),
-            dsn=pg_dsn,
-            runtimes={RuntimeKind.LOCAL: LocalRuntime(root)},
-            timing=FAST,
-            hints=_unusable,
-        )
-    )
+    host_state.configure(local_host_config(pg_dsn, root, hints=_unusable))
     try:
         yield
     finally:
