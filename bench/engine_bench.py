@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import Sizes, parse_result
-from toygres.pgserver import EmbeddedPostgres, dsn_for_database
+from toygres.pgserver import EmbeddedPostgres, Watchdog, dsn_for_database
 
 REPO = Path(__file__).resolve().parents[1]
 DATABASES = {"toygres": "bench_toygres", "dbos": "bench_dbos"}
@@ -52,7 +52,7 @@ def embedded_server(*, fast: bool = False) -> Iterator[dict[str, str]]:
     base = Path(tempfile.mkdtemp(prefix="toygres-bench-"))
     settings = {"max_connections": "300", **(FAST_SETTINGS if fast else {})}
     server = EmbeddedPostgres(base / "data", server_settings=settings)
-    watchdog: subprocess.Popen[bytes] | None = None
+    watchdog: Watchdog | None = None
     try:
         server.start(timeout=60)
         watchdog = server.stop_when_process_exits()
@@ -64,13 +64,8 @@ def embedded_server(*, fast: bool = False) -> Iterator[dict[str, str]]:
         try:
             server.stop(mode="fast")
         finally:
-            if watchdog is not None and watchdog.stdin is not None:
-                watchdog.stdin.close()
-                try:
-                    watchdog.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    watchdog.kill()
-                    watchdog.wait()
+            if watchdog is not None:
+                watchdog.release()
             shutil.rmtree(base, ignore_errors=True)
 
 

@@ -15,12 +15,12 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from control_plane.service import ControlPlane, LifecycleTiming, StartedHook
 from durable_engine import Runtime, RuntimeOptions
 from functions.config import FunctionsSettings
 from functions.hints import StorageQueueHints
 from toygres.models import RuntimeKind
 from toygres.runtimes.base import InstanceRuntime
-from toygres.service import ControlPlane, LifecycleTiming, StartedHook
 from toygres.settings import Settings, get_settings
 
 log = logging.getLogger("toygres.functions.host")
@@ -105,7 +105,7 @@ async def _open(config: HostConfig) -> None:
     settings = config.settings or get_settings()
     # local: importing the bootstrap pulls in the Kubernetes and Azure SDKs, which the HTTP function's
     # cold start (indexing function_app.py) does not need
-    from toygres.bootstrap import open_control_plane
+    from control_plane.bootstrap import open_control_plane
 
     stack = contextlib.AsyncExitStack()
     try:

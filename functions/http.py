@@ -9,9 +9,9 @@ delete, so a dispatcher picks the new operation up at once instead of at the nex
 
 import azure.functions as func
 
+from api.app import create_app
+from control_plane.service import ControlPlane
 from functions.host_state import get_host
-from toygres.api import create_app
-from toygres.service import ControlPlane
 
 #: the registered name of the HTTP function
 HTTP_FUNCTION = "http_api"

@@ -8,4 +8,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/dev-env.sh"
 toygres_setup
 cd "$TOYGRES_ROOT"
 : "${TOYGRES_DATABASE_URL:?set TOYGRES_DATABASE_URL to the PostgreSQL database to migrate}"
-exec python -m toygres.cli migrate "$@"
+exec python -m cli migrate "$@"

@@ -15,4 +15,4 @@ if [ "${1:-}" = demo ]; then
 fi
 # `python -m` from the checkout rather than the `toygres` console script: it runs this tree's code
 # whatever state the editable install of the venv is in.
-exec python -m toygres.cli serve "$@"
+exec python -m cli serve "$@"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from toygres.pgserver import EmbeddedPostgres, dsn_for_database
+from toygres.pgserver import EmbeddedPostgres, Watchdog, dsn_for_database
 
 pytest_plugins = ["tests.standins.fixtures"]
 
@@ -60,7 +59,7 @@ def pg_server() -> Iterator[EmbeddedPostgres]:
         pytest.skip(f"needs the embedded server, but {EXTERNAL_URL_ENV} is set")
     base = Path(tempfile.mkdtemp(prefix="toygres-test-pg-"))
     server = EmbeddedPostgres(base / "data", server_settings=FAST_TEST_SETTINGS)
-    watchdog: subprocess.Popen[bytes] | None = None
+    watchdog: Watchdog | None = None
     try:
         server.start(timeout=60)
         watchdog = server.stop_when_process_exits()
@@ -70,13 +69,7 @@ def pg_server() -> Iterator[EmbeddedPostgres]:
             server.stop(mode="immediate")  # nothing to keep; skip the shutdown checkpoint
         finally:
             if watchdog is not None:
-                assert watchdog.stdin is not None
-                watchdog.stdin.close()
-                try:
-                    watchdog.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    watchdog.kill()
-                    watchdog.wait()
+                watchdog.release()
             shutil.rmtree(base, ignore_errors=True)
 
 

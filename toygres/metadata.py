@@ -109,7 +109,7 @@ def _instance(row: DictRow) -> InstanceMetadata:
 
 
 class MetadataRepository:
-    """Async access to the CMS tables in ``schema`` (created by ``toygres.db.migrate_cms``)."""
+    """Async access to the CMS tables in ``schema`` (created by ``toygres.cms_migrations.migrate_cms``)."""
 
     def __init__(
         self,

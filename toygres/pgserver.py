@@ -18,6 +18,7 @@ psutil only) so it can be reused by tests, the CLI and the local runtime.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -39,7 +40,14 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psutil
 
-__all__ = ["EmbeddedPostgres", "PostgresServerError", "free_port", "postgres_bin_dir"]
+__all__ = [
+    "EmbeddedPostgres",
+    "PostgresServerError",
+    "Watchdog",
+    "bundled_major_version",
+    "free_port",
+    "postgres_bin_dir",
+]
 
 PG_OS_USER = "toygres-pg"
 """OS user that owns data directories and runs the server when we are root."""
@@ -76,6 +84,22 @@ def postgres_bin_dir() -> Path:
     if not (bin_dir / "pg_ctl").exists():
         raise PostgresServerError(f"no PostgreSQL binaries found in {bin_dir}")
     return bin_dir
+
+
+@functools.cache
+def bundled_major_version() -> str:
+    """Major version of the server in :func:`postgres_bin_dir` (``"18"``), read from ``postgres --version``.
+
+    The local runtime runs whatever these binaries are, so the metadata must record this, not the
+    version a request would have liked.
+    """
+    out = subprocess.run(
+        [str(postgres_bin_dir() / "postgres"), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    match = re.search(r"\(PostgreSQL\)\s+(\d+)", out)
+    if match is None:
+        raise PostgresServerError(f"cannot read the server version from {out.strip()!r}")
+    return match.group(1)
 
 
 def dsn_for_database(admin_dsn: str, dbname: str) -> str:
@@ -240,22 +264,9 @@ class EmbeddedPostgres:
             time.sleep(0.02)
         self._remove_stale_pidfile()
 
-    def stop_when_process_exits(self) -> subprocess.Popen[bytes]:
-        """Spawn a watchdog that stops this server once the calling process is gone.
-
-        Test sessions and dev servers get killed (timeouts, Ctrl-C, SIGKILL) before their
-        cleanup runs, leaving orphaned postmasters on a shared machine. The watchdog
-        holds the read end of a pipe whose write end only we own; when we die the pipe
-        closes and it runs an immediate shutdown. Close ``proc.stdin`` to release it
-        deliberately (it then stops the server too, which is a no-op if already stopped).
-        """
-        return subprocess.Popen(
-            [sys.executable, "-P", str(Path(__file__).resolve()), "--watchdog", str(self.data_dir)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # survive the Ctrl-C delivered to our process group
-        )
+    def stop_when_process_exits(self) -> Watchdog:
+        """Spawn a :class:`Watchdog` that stops this server once the calling process is gone."""
+        return Watchdog(self.data_dir)
 
     def dsn(self, dbname: str = "postgres", *, with_password: bool = False) -> str:
         """libpq URL for this server; the password is included only when asked for."""
@@ -547,6 +558,36 @@ def _make_tree_readable(root: Path) -> None:
             want = fmode | stat.S_IROTH | (stat.S_IXOTH if fmode & stat.S_IXUSR else 0)
             if want != fmode and not f.is_symlink():
                 f.chmod(want)
+
+
+class Watchdog:
+    """A helper process that stops a server when the process that started it dies.
+
+    Test sessions and dev servers get killed (timeouts, Ctrl-C, SIGKILL) before their cleanup
+    runs, leaving orphaned postmasters on a shared machine. The watchdog holds the read end of a
+    pipe whose write end only we own; when we die the pipe closes and it runs an immediate
+    shutdown. :meth:`release` closes the pipe deliberately (the server is then stopped too, which
+    is a no-op if it already was) and reaps the helper.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-P", str(Path(__file__).resolve()), "--watchdog", str(data_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # survive the Ctrl-C delivered to our process group
+        )
+
+    def release(self, timeout: float = 30.0) -> None:
+        """Let the watchdog stop the server and exit; kill it if it does not within ``timeout``."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def _watchdog_main(data_dir: str) -> None:

@@ -26,6 +26,7 @@ from azure.functions.queue import QueueMessage as HostQueueMessage
 from azure.storage.queue import TextBase64DecodePolicy
 from azure.storage.queue.aio import QueueClient
 
+from control_plane.service import LifecycleTiming
 from durable_engine import RuntimeOptions
 from functions import host_state
 from functions.config import ACTIVITY_QUEUE, ORCHESTRATION_QUEUE, FunctionsSettings
@@ -34,7 +35,6 @@ from functions.host_state import Host, HostConfig
 from tests.toygres.plane import kill_local_instances
 from toygres.models import RuntimeKind
 from toygres.runtimes.local import LocalRuntime
-from toygres.service import LifecycleTiming
 from toygres.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

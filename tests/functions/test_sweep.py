@@ -11,10 +11,10 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue.aio import QueueClient
 
+from control_plane.service import reconciler_window_id
 from durable_engine import RuntimeStatus
 from functions.host_state import Host
 from functions.sweep import run_sweep
-from toygres.service import reconciler_window_id
 
 from .conftest import Handlers
 from .test_dispatch import register_tiny

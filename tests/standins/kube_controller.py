@@ -24,7 +24,6 @@ import copy
 import hashlib
 import json
 import shutil
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from tests.standins.kube_objects import (
     now_rfc3339,
     selector_matches,
 )
-from toygres.pgserver import EmbeddedPostgres
+from toygres.pgserver import EmbeddedPostgres, Watchdog
 
 HOST_PORT_ANNOTATION = "standin.toygres.io/host-port"
 POD_IP = "127.0.0.1"
@@ -76,7 +75,7 @@ class Backend:
     ready: bool = False
     message: str = ""
     pg: EmbeddedPostgres | None = None
-    watchdog: subprocess.Popen[bytes] | None = None
+    watchdog: Watchdog | None = None
     port: int | None = None
     restarts: int = 0
     restart_at: float | None = None
@@ -587,13 +586,8 @@ class Controller:
                         pg.kill()
         finally:
             watchdog, backend.watchdog = backend.watchdog, None
-            if watchdog is not None and watchdog.stdin is not None:
-                watchdog.stdin.close()
-                try:
-                    watchdog.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    watchdog.kill()
-                    watchdog.wait()
+            if watchdog is not None:
+                watchdog.release()
             if backend.ephemeral:
                 shutil.rmtree(backend.data_dir.parent, ignore_errors=True)
             with self.lock:

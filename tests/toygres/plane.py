@@ -12,13 +12,13 @@ from typing import Any
 import psutil
 from psycopg_pool import AsyncConnectionPool
 
+from control_plane.service import ControlPlane, LifecycleTiming
 from durable_engine import Runtime, RuntimeOptions
 from durable_engine.provider import Provider
-from toygres.db import migrate_cms
+from toygres.cms_migrations import migrate_cms
 from toygres.metadata import MetadataRepository
 from toygres.models import RuntimeKind
 from toygres.runtimes.base import InstanceRuntime
-from toygres.service import ControlPlane, LifecycleTiming
 from toygres.settings import Settings
 
 FAST = LifecycleTiming(

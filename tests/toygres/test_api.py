@@ -12,12 +12,13 @@ from uuid import uuid4
 import httpx
 import pytest
 
+from api.app import create_app
+from control_plane.bootstrap import ConfigurationError, open_control_plane
+from control_plane.service import ControlPlane
 from durable_engine import PostgresProvider
-from toygres.api import create_app
-from toygres.bootstrap import ConfigurationError, open_control_plane
 from toygres.models import RuntimeKind
+from toygres.pgserver import bundled_major_version
 from toygres.runtimes.local import LocalRuntime
-from toygres.service import ControlPlane
 
 from .plane import control_plane, kill_local_instances, local_settings
 
@@ -182,6 +183,14 @@ async def test_a_runtime_that_is_not_configured_is_a_clear_422(api: httpx.AsyncC
     assert "'kubernetes' is not configured" in error["message"] and "local" in error["message"]
     assert error["fields"][0]["field"] == "runtime"
     assert (await api.get("/api/instances")).json()["items"] == []  # nothing was recorded
+
+
+async def test_a_version_the_runtime_cannot_run_is_a_clear_422(api: httpx.AsyncClient) -> None:
+    response = await api.post("/api/instances", json={"name": "old", "postgres_version": "14"})
+    error = assert_error(response, 422, "version_not_available")
+    assert error["fields"] == [{"field": "postgres_version", "message": error["message"]}]
+    assert f"runs PostgreSQL {bundled_major_version()}" in error["message"]
+    assert (await api.get("/api/instances")).json()["items"] == []
 
 
 async def test_health_reports_the_database(api: httpx.AsyncClient) -> None:

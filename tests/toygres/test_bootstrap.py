@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from toygres.bootstrap import ConfigurationError, build_runtimes, open_control_plane
+from control_plane.bootstrap import ConfigurationError, build_runtimes, open_control_plane
 from toygres.models import RuntimeKind
 from toygres.runtimes.aks_credentials import AksClientFactory
 from toygres.runtimes.base import InstanceSpec

@@ -14,9 +14,9 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner, Result
 
+from api.app import create_app
+from cli.main import app
 from durable_engine import PostgresProvider
-from toygres.api import create_app
-from toygres.cli import app
 from toygres.models import RuntimeKind
 from toygres.pgserver import free_port
 from toygres.runtimes.local import LocalRuntime
@@ -92,8 +92,8 @@ def api_url(pg_dsn: str, pg_tmp_dir: Path) -> Iterator[str]:
         kill_local_instances(root)
 
 
-def run(args: list[str], url: str | None = None, stdin: str | None = None) -> Result:
-    env = {"COLUMNS": "160"}  # Rich's width when not on a terminal; 80 would fold the table cells
+def run(args: list[str], url: str | None = None, stdin: str | None = None, columns: int = 160) -> Result:
+    env = {"COLUMNS": str(columns)}  # Rich's width when not on a terminal
     if url:
         env["TOYGRES_API_URL"] = url
     return CliRunner().invoke(app, args, env=env, input=stdin)
@@ -116,6 +116,14 @@ def test_create_list_get_delete(api_url: str) -> None:
     table = run(["instances", "list"], api_url)
     assert table.exit_code == 0, table.output
     assert "clidb" in table.stdout and "running" in table.stdout and instance["id"] in table.stdout
+    for columns in (80, 200):  # whole cells, one row per instance, within the terminal
+        narrow = run(["instances", "list"], api_url, columns=columns)
+        row = next(line for line in narrow.stdout.splitlines() if instance["id"] in line)
+        assert "clidb" in row.split() and "running" in row.split()
+        assert max(len(line.rstrip()) for line in narrow.stdout.splitlines()) <= columns
+    wide = run(["instances", "list", "--wide"], api_url, columns=80)
+    row = next(line for line in wide.stdout.splitlines() if instance["id"] in line)
+    assert instance["postgres_version"] in row.split() and instance["storage_size"] in row.split()
     listed = json.loads(run(["instances", "list", "--json"], api_url).stdout)
     assert [item["id"] for item in listed["items"]] == [instance["id"]]
 

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from kubernetes import client as k8s
 
+from control_plane.service import ControlPlane
 from durable_engine import PostgresProvider, Runtime, RuntimeStatus
 from tests.standins.arm import ArmServer, StaticTokenCredential
 from tests.standins.fixtures import ARM_CLUSTER, ARM_RESOURCE_GROUP, ARM_SUBSCRIPTION
@@ -27,7 +28,6 @@ from toygres.models import CreateInstanceRequest, HealthStatus, InstanceState, R
 from toygres.runtimes.aks_credentials import AksClientFactory, AksCluster
 from toygres.runtimes.kubernetes import KubernetesRuntime
 from toygres.runtimes.manifests import INSTANCE_ID_LABEL
-from toygres.service import ControlPlane
 from toygres.settings import Settings
 
 from .plane import FAST, control_plane

@@ -14,11 +14,12 @@ import psutil
 import psycopg
 import pytest
 
+from control_plane.service import ControlPlane, InstanceGone
 from durable_engine import PostgresProvider, RuntimeStatus
 from toygres.metadata import DuplicateInstanceName, InstanceNotFound
 from toygres.models import CreateInstanceRequest, HealthStatus, InstanceState, RuntimeKind
+from toygres.pgserver import bundled_major_version
 from toygres.runtimes.local import LocalRuntime
-from toygres.service import ControlPlane, InstanceGone
 
 from .plane import control_plane, kill_local_instances, local_settings
 
@@ -65,6 +66,8 @@ async def test_create_use_monitor_delete(plane: tuple[ControlPlane, LocalRuntime
     assert op.status.value == "Completed", op.error
     instance = await cp.get_instance(created.instance_id)
     assert instance.state is InstanceState.RUNNING
+    # the metadata records the version that runs: the bundled binaries', not a cluster default
+    assert instance.postgres_version == bundled_major_version()
     assert instance.connection_string is not None and "correct-horse" not in instance.connection_string
 
     # a client can connect with the connection string plus the stored password, and write

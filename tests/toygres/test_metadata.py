@@ -11,7 +11,8 @@ import pytest
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from toygres.db import CMS_MIGRATIONS_DIR, cms_migrations, migrate_cms
+from toygres.cms_migrations import CMS_MIGRATIONS_DIR, cms_migrations, migrate_cms
+from toygres.deployment_planner import build_deployment_config
 from toygres.metadata import (
     DuplicateInstanceName,
     InstanceNotFound,
@@ -26,7 +27,6 @@ from toygres.models import (
     HealthStatus,
     InstanceState,
     RuntimeKind,
-    build_deployment_config,
 )
 from toygres.settings import Settings
 

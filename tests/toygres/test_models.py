@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from toygres.deployment_planner import PlacementError, build_deployment_config
 from toygres.models import (
     ALLOWED_TRANSITIONS,
+    DEFAULT_POSTGRES_VERSION,
+    POSTGRES_VERSIONS,
     CreateInstanceRequest,
     DeploymentConfig,
     InstanceState,
@@ -24,7 +27,6 @@ from toygres.models import (
     RuntimeKind,
     ServiceType,
     allowed_predecessors,
-    build_deployment_config,
     connection_uri,
     generate_password,
     make_k8s_name,
@@ -145,14 +147,15 @@ def test_postgres_version_allow_list(version: object) -> None:
     assert CreateInstanceRequest(name="db", postgres_version=version).postgres_version == str(version)
 
 
-@pytest.mark.parametrize("version", ["13", "19", "17.1", "latest", True, None])
+@pytest.mark.parametrize("version", ["13", "19", "17.1", "latest", True, ""])
 def test_postgres_version_rejects_others(version: object) -> None:
     assert "14, 15, 16, 17, 18" in _single_error("postgres_version", name="db", postgres_version=version)
 
 
 def test_defaults() -> None:
     req = CreateInstanceRequest(name="db")
-    assert (req.postgres_version, req.storage_size, req.username) == ("17", "10Gi", "postgres")
+    # no version: the runtime's default, resolved when the deployment is planned
+    assert (req.postgres_version, req.storage_size, req.username) == (None, "10Gi", "postgres")
     assert req.runtime is None and req.service_type is None and req.resources is None
 
 
@@ -379,6 +382,50 @@ def test_build_deployment_config_local_and_overrides(clean_env: pytest.MonkeyPat
     assert cfg.password_ref.name == str(tmp_path / cfg.k8s_name / "password")
     assert cfg.storage_class == "fast" and cfg.resources.cpu == "1"
     assert cfg.load_balancer_source_ranges == []  # only meaningful for LoadBalancer services
+
+
+RUNTIME_VERSIONS = {RuntimeKind.KUBERNETES: POSTGRES_VERSIONS, RuntimeKind.LOCAL: ("18",)}
+
+
+@pytest.mark.parametrize(
+    ("runtime", "asked", "recorded"),
+    [
+        ("kubernetes", None, DEFAULT_POSTGRES_VERSION),
+        ("kubernetes", "15", "15"),
+        ("local", None, "18"),  # what the bundled binaries run, not the cluster default
+        ("local", "18", "18"),
+    ],
+)
+def test_the_planned_version_is_what_the_runtime_runs(
+    clean_env: pytest.MonkeyPatch, runtime: str, asked: str | None, recorded: str
+) -> None:
+    req = CreateInstanceRequest(name="db", runtime=runtime, postgres_version=asked)
+    cfg = build_deployment_config(
+        req, _settings(), instance_id=uuid.uuid4(), runtime_versions=RUNTIME_VERSIONS
+    )
+    assert cfg.postgres_version == recorded
+    assert cfg.image.endswith(f":{recorded}")
+
+
+def test_a_version_the_runtime_cannot_run_is_refused_naming_the_field(clean_env: pytest.MonkeyPatch) -> None:
+    req = CreateInstanceRequest(name="db", runtime="local", postgres_version="16")
+    with pytest.raises(PlacementError) as caught:
+        build_deployment_config(req, _settings(), instance_id=uuid.uuid4(), runtime_versions=RUNTIME_VERSIONS)
+    assert caught.value.field == "postgres_version"
+    assert "runs PostgreSQL 18" in caught.value.message
+
+
+def test_a_runtime_that_is_not_configured_is_refused_naming_the_field(clean_env: pytest.MonkeyPatch) -> None:
+    req = CreateInstanceRequest(name="db", runtime="local")
+    with pytest.raises(PlacementError) as caught:
+        build_deployment_config(
+            req,
+            _settings(),
+            instance_id=uuid.uuid4(),
+            runtime_versions={RuntimeKind.KUBERNETES: POSTGRES_VERSIONS},
+        )
+    assert caught.value.field == "runtime"
+    assert "'local' is not configured" in caught.value.message and "kubernetes" in caught.value.message
 
 
 def test_deployment_config_refuses_a_password_field() -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from control_plane.service import ControlPlane, LifecycleTiming
 from durable_engine import EventKind, InMemoryProvider, ManualClock, RuntimeStatus
 from toygres.models import CreateInstanceRequest, HealthStatus, InstanceState, RuntimeKind
 from toygres.runtimes.local import LocalRuntime
-from toygres.service import ControlPlane, LifecycleTiming
 
 from .plane import control_plane, kill_local_instances, local_settings
 

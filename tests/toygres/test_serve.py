@@ -20,9 +20,9 @@ import httpx
 import psutil
 import pytest
 
+from cli.serve import JsonFormatter, ServeOptions, describe_database_url, serve_settings
 from toygres.models import RuntimeKind
 from toygres.pgserver import free_port
-from toygres.serve import JsonFormatter, ServeOptions, describe_database_url, serve_settings
 from toygres.settings import KubernetesSettings, Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ class Serve:
         args = [
             sys.executable,
             "-m",
-            "toygres.cli",
+            "cli",
             "serve",
             "--port",
             str(self.port),
@@ -175,7 +175,7 @@ def test_serve_refuses_a_busy_port_with_a_clear_message(workdir: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "toygres.cli",
+                "cli",
                 "serve",
                 "--port",
                 str(serve.port),

@@ -175,6 +175,8 @@ class InstanceRuntime(Protocol):
     """Where instances run.  All methods are synchronous and safe to retry."""
 
     kind: str
+    #: PostgreSQL major versions this runtime can run; the first is its default
+    postgres_versions: tuple[str, ...]
 
     def deploy(self, spec: InstanceSpec, password: str) -> str:
         """Create or converge the instance; return a password reference, never the password.

@@ -30,6 +30,7 @@ from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, V1Namespace, V1Se
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import ConfigException
 
+from toygres.models import POSTGRES_VERSIONS
 from toygres.runtimes import manifests
 from toygres.runtimes.base import DeployError, Endpoint, InstanceNotFound, InstanceSpec, RuntimeStatus
 
@@ -58,6 +59,7 @@ class KubernetesRuntime:
     """An :class:`~toygres.runtimes.base.InstanceRuntime` running each instance as a StatefulSet."""
 
     kind = "kubernetes"
+    postgres_versions = POSTGRES_VERSIONS
 
     def __init__(
         self,

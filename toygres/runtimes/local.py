@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from toygres.pgserver import EmbeddedPostgres, PostgresServerError
+from toygres.pgserver import EmbeddedPostgres, PostgresServerError, bundled_major_version
 from toygres.runtimes.base import DeployError, Endpoint, InstanceNotFound, InstanceSpec, RuntimeStatus
 
 LOCAL_HOST = "127.0.0.1"
@@ -49,6 +49,8 @@ class LocalRuntime:
         self.root_dir = Path(root_dir).absolute()
         self.start_timeout = start_timeout
         self.server_settings = dict(server_settings or {})
+        #: the embedded binaries run one version, whatever a request asks for
+        self.postgres_versions: tuple[str, ...] = (bundled_major_version(),)
         self._thread_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 

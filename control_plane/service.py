@@ -17,10 +17,10 @@ from typing import Any
 from uuid import UUID
 
 from activities import ActivityDeps, instance_spec, register_activities
-from durable_engine import Client, Registry, RuntimeStatus
-from durable_engine.provider import Provider
+from durable_engine import Client, Provider, Registry, RuntimeStatus
 from orchestrations import register_orchestrations
 from orchestrations.inputs import CreateInstanceInput, DeleteInstanceInput, ReconcilerInput
+from toygres.deployment_planner import build_deployment_config
 from toygres.metadata import InstanceNotFound, MetadataRepository
 from toygres.models import (
     CreateInstanceRequest,
@@ -33,12 +33,11 @@ from toygres.models import (
     OperationState,
     OperationStatus,
     RuntimeKind,
-    build_deployment_config,
 )
 from toygres.runtimes.base import InstanceRuntime
 from toygres.settings import Settings
 
-log = logging.getLogger("toygres.service")
+log = logging.getLogger("toygres.control_plane")
 
 #: called with an orchestration's instance id after it was started (wake-up hints in Azure Functions)
 StartedHook = Callable[[str], Awaitable[None]]
@@ -110,7 +109,12 @@ class ControlPlane:
     # --- instances ------------------------------------------------------------------------------
     async def create_instance(self, request: CreateInstanceRequest) -> CreateInstanceResponse:
         instance_id = uuid.uuid4()
-        config = build_deployment_config(request, self.settings, instance_id=instance_id)
+        config = build_deployment_config(
+            request,
+            self.settings,
+            instance_id=instance_id,
+            runtime_versions={kind: runtime.postgres_versions for kind, runtime in self.runtimes.items()},
+        )
         runtime = self.deps.runtime_for(config)
         operation_id = f"create-{instance_id}"
         # the unique name index refuses duplicates here, before anything is deployed

@@ -1,4 +1,4 @@
-"""The Toygres HTTP API: a FastAPI app over a :class:`~toygres.service.ControlPlane`.
+"""The Toygres HTTP API: a FastAPI app over a :class:`~control_plane.service.ControlPlane`.
 
 The app does not build the control plane itself; ``create_app`` takes a *plane provider* (a
 callable returning the plane, or an awaitable of it). ``toygres serve`` passes the plane it
@@ -9,7 +9,7 @@ Functions host's route prefix, so the same paths work in both hosts.
 Status codes: creation and deletion answer 202 with an operation id and a ``Location`` header
 pointing at ``/api/operations/{id}``. Deleting an instance that is already deleted answers
 **410 Gone** (the id is known, the instance no longer exists); an unknown id answers 404. Errors
-use the body in :mod:`toygres.api_errors`; no response carries an instance password.
+use the body in :mod:`api.errors`; no response carries an instance password.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from toygres.api_errors import ApiError, ErrorBody, error_response, install_error_handlers
+from api.errors import ApiError, ErrorBody, error_response, install_error_handlers
+from control_plane.service import ControlPlane
 from toygres.metadata import MAX_PAGE_SIZE
 from toygres.models import (
     CreateInstanceRequest,
@@ -36,7 +37,6 @@ from toygres.models import (
     ListInstancesResponse,
     OperationStatus,
 )
-from toygres.service import ControlPlane
 
 log = logging.getLogger("toygres.api")
 
@@ -65,7 +65,7 @@ async def get_plane(request: Request) -> ControlPlane:
     """The control plane, from the provider stored on the app.
 
     A provider that fails means the service cannot work at all, hence 503. A configuration error
-    (``toygres.bootstrap.ConfigurationError``, looked up lazily so this module does not import the
+    (``control_plane.bootstrap.ConfigurationError``, looked up lazily so this module does not import the
     Kubernetes client on a Functions cold start) carries a message naming the settings to fix;
     other failures are logged and answered with a generic message.
     """
@@ -75,7 +75,7 @@ async def get_plane(request: Request) -> ControlPlane:
         if inspect.isawaitable(plane):
             plane = await plane
     except Exception as exc:
-        bootstrap = sys.modules.get("toygres.bootstrap")
+        bootstrap = sys.modules.get("control_plane.bootstrap")
         if bootstrap is not None and isinstance(exc, bootstrap.ConfigurationError):
             raise ApiError(503, "not_configured", f"the control plane is not configured: {exc}") from exc
         log.error("the control plane is not available: %s", type(exc).__name__, exc_info=exc)
@@ -118,13 +118,6 @@ def _build_router() -> APIRouter:
     async def create_instance(
         body: CreateInstanceRequest, plane: Plane, response: Response
     ) -> CreateInstanceResponse:
-        runtime = body.runtime or plane.settings.default_runtime
-        if runtime not in plane.runtimes:
-            configured = ", ".join(sorted(kind.value for kind in plane.runtimes)) or "none"
-            message = f"runtime {runtime.value!r} is not configured here (configured: {configured})"
-            raise ApiError(
-                422, "runtime_not_configured", message, fields=[{"field": "runtime", "message": message}]
-            )
         created = await plane.create_instance(body)
         log.info(
             "create requested: instance %s (%s), operation %s",

@@ -12,15 +12,15 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from control_plane.service import ControlPlane, LifecycleTiming
 from durable_engine.postgres import PostgresProvider
-from toygres.db import migrate_cms
+from toygres.cms_migrations import migrate_cms
 from toygres.metadata import MetadataRepository
 from toygres.models import RuntimeKind
 from toygres.runtimes.aks_credentials import AksClientFactory, AksCluster, KubeconfigClientFactory
 from toygres.runtimes.base import InstanceRuntime
 from toygres.runtimes.kubernetes import KubernetesRuntime
 from toygres.runtimes.local import LocalRuntime
-from toygres.service import ControlPlane, LifecycleTiming
 from toygres.settings import Settings
 
 

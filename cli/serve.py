@@ -2,7 +2,7 @@
 
 Outside Azure Functions this is how Toygres runs: one control plane (one set of pools), the
 engine's long-running dispatcher loops (LISTEN/NOTIFY wake-ups instead of storage-queue hints),
-a Reconciler pass every few minutes, and uvicorn serving :func:`toygres.api.create_app`.
+a Reconciler pass every few minutes, and uvicorn serving :func:`api.app.create_app`.
 
 The database is ``TOYGRES_DATABASE_URL`` when set, else an embedded PostgreSQL in ``data_dir``
 that keeps its data across restarts (trust authentication on 127.0.0.1 only). Without a cluster
@@ -22,7 +22,6 @@ import json
 import logging
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -35,12 +34,12 @@ import psycopg
 import uvicorn
 from pydantic import ValidationError
 
+from api.app import create_app
+from control_plane.bootstrap import ConfigurationError, build_runtimes, open_control_plane
+from control_plane.service import ControlPlane
 from durable_engine import Runtime, RuntimeOptions
-from toygres.api import create_app
-from toygres.bootstrap import ConfigurationError, build_runtimes, open_control_plane
 from toygres.models import RuntimeKind, validation_errors
 from toygres.pgserver import EmbeddedPostgres, PostgresServerError
-from toygres.service import ControlPlane
 from toygres.settings import Settings
 
 log = logging.getLogger("toygres.serve")
@@ -196,17 +195,7 @@ async def _database(settings: Settings, data_dir: Path) -> AsyncIterator[str]:
         try:
             await asyncio.to_thread(server.stop, "fast")
         finally:
-            _release_watchdog(watchdog)
-
-
-def _release_watchdog(watchdog: subprocess.Popen[bytes]) -> None:
-    if watchdog.stdin is not None:
-        watchdog.stdin.close()
-    try:
-        watchdog.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        watchdog.kill()
-        watchdog.wait()
+            await asyncio.to_thread(watchdog.release)
 
 
 class _Server(uvicorn.Server):

@@ -19,9 +19,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from control_plane.service import InstanceGone, OperationNotFound
+from toygres.deployment_planner import PlacementError
 from toygres.metadata import DuplicateInstanceName, InstanceNotFound, InvalidCursor, InvalidStateTransition
 from toygres.models import validation_errors
-from toygres.service import InstanceGone, OperationNotFound
 
 log = logging.getLogger("toygres.api")
 
@@ -159,6 +160,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationNotFound)
     async def _operation_not_found(_: Request, exc: OperationNotFound) -> JSONResponse:
         return error_response(404, "operation_not_found", str(exc))
+
+    @app.exception_handler(PlacementError)
+    async def _placement(_: Request, exc: PlacementError) -> JSONResponse:
+        return error_response(422, exc.code, exc.message, [{"field": exc.field, "message": exc.message}])
 
     @app.exception_handler(InvalidCursor)
     async def _cursor(_: Request, exc: InvalidCursor) -> JSONResponse:

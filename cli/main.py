@@ -25,13 +25,15 @@ from uuid import UUID
 import httpx
 import typer
 from pydantic import ValidationError
-from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from cli.render import instances_table
 from toygres.models import CreateInstanceRequest, InstanceState, RuntimeKind, validation_errors
 
 DEFAULT_API_URL = "http://127.0.0.1:7071/api"
+#: render width for --wide: wider than any row, so every column keeps its natural width
+_UNLIMITED_WIDTH = 1000
 TERMINAL_OPERATION_STATES = frozenset({"Completed", "Failed", "Cancelled"})
 
 app = typer.Typer(
@@ -88,8 +90,8 @@ def _stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def _stdout() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+def _stdout(width: int | None = None) -> Console:
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 def _fail(failure: CliFailure) -> NoReturn:
@@ -221,7 +223,10 @@ def _local_request(body: dict[str, Any]) -> None:
 @instances_app.command("create")
 def create_instance(
     name: Annotated[str, typer.Argument(help="Instance name: lowercase letters, digits and '-'.")],
-    version: Annotated[str, typer.Option("--version", help="PostgreSQL major version (14 to 17).")] = "17",
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="PostgreSQL major version (14 to 18; default: the runtime's)."),
+    ] = None,
     storage: Annotated[str, typer.Option("--storage", help="Volume size, a Kubernetes quantity.")] = "10Gi",
     storage_class: Annotated[
         str | None, typer.Option("--storage-class", help="Kubernetes storage class.")
@@ -241,8 +246,9 @@ def create_instance(
     as_json: JsonOption = False,
 ) -> None:
     """Create an instance. With --wait, print the running instance (or fail with exit code 1)."""
-    body: dict[str, Any] = {"name": name, "postgres_version": version, "storage_size": storage}
+    body: dict[str, Any] = {"name": name, "storage_size": storage}
     optional = {
+        "postgres_version": version,
         "storage_class": storage_class,
         "runtime": runtime.value if runtime is not None else None,
         "username": username,
@@ -301,10 +307,13 @@ def list_instances(
     limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="Page size.")] = 50,
     cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of the previous page.")] = None,
     include_deleted: Annotated[bool, typer.Option("--all", help="Include deleted instances.")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", "-w", help="Every column, however narrow the terminal.")
+    ] = False,
     url: UrlOption = DEFAULT_API_URL,
     as_json: JsonOption = False,
 ) -> None:
-    """List instances (newest first)."""
+    """List instances (newest first). Narrow terminals get fewer columns; --wide or --json give all."""
     params: dict[str, Any] = {"limit": limit, "include_deleted": include_deleted}
     if state is not None:
         params["state"] = state.value
@@ -315,20 +324,10 @@ def list_instances(
         _print_json(page)
         return
     out = _stdout()
-    wide = out.width >= 120  # version and storage only when they fit without squeezing the rest
-    columns = ["ID", "NAME", "STATE", "HEALTH", "RUNTIME"]
-    columns += ["VERSION", "STORAGE", "ENDPOINT"] if wide else ["ENDPOINT"]
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in columns:
-        table.add_column(column, no_wrap=column == "ID", overflow="fold")
-    for item in page["items"]:
-        endpoint = f"{item['host']}:{item['port']}" if item.get("host") else "-"
-        extra = [item["postgres_version"], item["storage_size"]] if wide else []
-        table.add_row(
-            item["id"], item["name"], item["state"], item["health_status"], item["runtime"], *extra, endpoint
-        )
+    table = instances_table(page["items"], width=out.width, wide=wide)
     if page["items"]:
-        out.print(table)
+        # --wide: every column at its natural width, even past the terminal's edge
+        (_stdout(width=_UNLIMITED_WIDTH) if wide else out).print(table)
     else:
         out.print("no instances")
     if page.get("next_cursor"):
@@ -483,7 +482,7 @@ def serve(
     ] = LogLevel.INFO,
 ) -> None:
     """Run the API, the durable runtime and the reconciler in one process (Ctrl-C stops it)."""
-    from toygres.serve import ServeOptions, run  # local: client commands need not import uvicorn & co
+    from cli.serve import ServeOptions, run  # local: client commands need not import uvicorn & co
 
     options = ServeOptions(
         host=host,
@@ -524,7 +523,7 @@ async def _migrate(url: str, settings: Any) -> list[tuple[str, list[str]]]:
     import psycopg
 
     from durable_engine.migrate import apply_migrations, load_migrations
-    from toygres.db import migrate_cms
+    from toygres.cms_migrations import migrate_cms
 
     engine_sql = importlib.resources.files("durable_engine.postgres") / "sql"
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
