@@ -26,6 +26,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from api.auth import Authenticator, NoAuthentication, Principal, Role, authenticator_for, require
 from api.errors import ApiError, ErrorBody, error_response, install_error_handlers
 from control_plane.service import ControlPlane
 from toygres.metadata import MAX_PAGE_SIZE
@@ -37,6 +38,7 @@ from toygres.models import (
     ListInstancesResponse,
     OperationStatus,
 )
+from toygres.settings import AuthSettings
 
 log = logging.getLogger("toygres.api")
 
@@ -84,10 +86,14 @@ async def get_plane(request: Request) -> ControlPlane:
 
 
 Plane = Annotated[ControlPlane, Depends(get_plane)]
+Reader = Annotated[Principal, Depends(require(Role.READER))]
+Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in {
+        401: "No credentials, or credentials that are not valid (see `WWW-Authenticate`)",
+        403: "The caller lacks the role this needs (Toygres.Reader, .Operator or .Admin)",
         404: "Unknown instance or operation",
         409: "Conflict: duplicate name or a state that does not allow the change",
         410: "The instance was already deleted",
@@ -116,11 +122,12 @@ def _build_router() -> APIRouter:
         ),
     )
     async def create_instance(
-        body: CreateInstanceRequest, plane: Plane, response: Response
+        caller: Operator, body: CreateInstanceRequest, plane: Plane, response: Response
     ) -> CreateInstanceResponse:
         created = await plane.create_instance(body)
         log.info(
-            "create requested: instance %s (%s), operation %s",
+            "create requested by %s: instance %s (%s), operation %s",
+            caller.subject,
             created.instance_id,
             created.name,
             created.operation_id,
@@ -130,6 +137,7 @@ def _build_router() -> APIRouter:
 
     @router.get("/instances", response_model=ListInstancesResponse, summary="List instances")
     async def list_instances(
+        _: Reader,
         plane: Plane,
         state: Annotated[InstanceState | None, Query(description="only instances in this state")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="page size")] = 50,
@@ -141,7 +149,7 @@ def _build_router() -> APIRouter:
         )
 
     @router.get("/instances/{instance_id}", response_model=InstanceMetadata, summary="Get an instance")
-    async def get_instance(instance_id: UUID, plane: Plane) -> InstanceMetadata:
+    async def get_instance(_: Reader, instance_id: UUID, plane: Plane) -> InstanceMetadata:
         return await plane.get_instance(instance_id)
 
     @router.delete(
@@ -154,14 +162,18 @@ def _build_router() -> APIRouter:
             "is the same for every DELETE of an instance). 410 when the instance is already deleted."
         ),
     )
-    async def delete_instance(instance_id: UUID, plane: Plane, response: Response) -> DeleteInstanceResponse:
+    async def delete_instance(
+        caller: Operator, instance_id: UUID, plane: Plane, response: Response
+    ) -> DeleteInstanceResponse:
         operation_id = await plane.delete_instance(instance_id)
-        log.info("delete requested: instance %s, operation %s", instance_id, operation_id)
+        log.info(
+            "delete requested by %s: instance %s, operation %s", caller.subject, instance_id, operation_id
+        )
         response.headers["Location"] = _operation_location(operation_id)
         return DeleteInstanceResponse(operation_id=operation_id, instance_id=instance_id)
 
     @router.get("/operations/{operation_id}", response_model=OperationStatus, summary="Get an operation")
-    async def get_operation(operation_id: str, plane: Plane) -> OperationStatus:
+    async def get_operation(_: Reader, operation_id: str, plane: Plane) -> OperationStatus:
         return await plane.get_operation(operation_id)
 
     @router.get(
@@ -192,8 +204,12 @@ async def _check_database(plane: ControlPlane) -> None:
     await plane.client.get_status("toygres-health-probe")
 
 
-def create_app(plane_provider: PlaneProvider) -> FastAPI:
-    """The API app; ``plane_provider`` is called on every request and may return an awaitable."""
+def create_app(plane_provider: PlaneProvider, *, auth: AuthSettings | Authenticator | None = None) -> FastAPI:
+    """The API app; ``plane_provider`` is called on every request and may return an awaitable.
+
+    ``auth`` says how callers are authenticated (:mod:`api.auth`); without it there is none,
+    which only suits tests and loopback-only servers.
+    """
     app = FastAPI(
         title="Toygres",
         summary="PostgreSQL instances as a service",
@@ -203,6 +219,9 @@ def create_app(plane_provider: PlaneProvider) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
     )
     app.state.plane_provider = plane_provider
+    app.state.authenticator = (
+        authenticator_for(auth) if isinstance(auth, AuthSettings) else auth or NoAuthentication()
+    )
     install_error_handlers(app)
     app.include_router(_build_router())
     return app

@@ -17,6 +17,7 @@ import importlib.resources
 import json
 import sys
 import time
+from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from cli.credentials import ApiCredentials, CredentialError
 from cli.render import instances_table
 from toygres.models import CreateInstanceRequest, InstanceState, RuntimeKind, validation_errors
 
@@ -48,6 +50,48 @@ instances_app = typer.Typer(
 )
 operations_app = typer.Typer(help="Inspect create and delete operations.", no_args_is_help=True)
 app.add_typer(instances_app, name="instances")
+
+
+#: set by the root command's callback for the command it runs
+_CREDENTIALS: ContextVar[ApiCredentials] = ContextVar("toygres_api_credentials")
+
+
+@app.callback()
+def _credentials_options(
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="TOYGRES_TOKEN",
+            show_envvar=True,
+            help="Bearer token for the API (prefer the environment variable).",
+        ),
+    ] = None,
+    scope: Annotated[
+        str | None,
+        typer.Option(
+            "--scope",
+            envvar="TOYGRES_API_SCOPE",
+            show_envvar=True,
+            help="Get a token for this scope with azure-identity (e.g. api://<app id>/.default).",
+        ),
+    ] = None,
+    function_key: Annotated[
+        str | None,
+        typer.Option(
+            "--function-key",
+            envvar="TOYGRES_FUNCTION_KEY",
+            show_envvar=True,
+            help="Azure Functions key, sent as x-functions-key.",
+        ),
+    ] = None,
+) -> None:
+    """Toygres: PostgreSQL instances as a service."""
+    _CREDENTIALS.set(
+        ApiCredentials(token=token or None, scope=scope or None, function_key=function_key or None)
+    )
+
+
 app.add_typer(operations_app, name="operations")
 
 
@@ -124,10 +168,13 @@ def _print_json(data: Any) -> None:
 class ApiClient:
     """Thin httpx wrapper: JSON in, JSON out, API error bodies turned into :class:`CliFailure`."""
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, *, timeout: float = 30.0, credentials: ApiCredentials | None = None
+    ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise typer.BadParameter("must be an http:// or https:// URL", param_hint="'--url'")
         self.base_url = base_url.rstrip("/")
+        self.credentials = credentials or _current_credentials()
         self._http = httpx.Client(base_url=self.base_url + "/", timeout=timeout)
 
     def __enter__(self) -> ApiClient:
@@ -138,7 +185,11 @@ class ApiClient:
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self._http.request(method, path.lstrip("/"), **kwargs)
+            headers = self.credentials.headers()
+        except CredentialError as exc:
+            raise CliFailure(str(exc)) from None
+        try:
+            response = self._http.request(method, path.lstrip("/"), headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             raise CliFailure(
                 f"cannot reach the Toygres API at {self.base_url}: {exc or type(exc).__name__}",
@@ -149,6 +200,18 @@ class ApiClient:
         raise _api_failure(response)
 
 
+def _current_credentials() -> ApiCredentials:
+    """The credentials the root command's options (or their environment variables) gave."""
+    return _CREDENTIALS.get(ApiCredentials())
+
+
+_AUTH_HINTS = {
+    401: "Send credentials: TOYGRES_TOKEN, TOYGRES_API_SCOPE (a token from `az login`) "
+    "or TOYGRES_FUNCTION_KEY.",
+    403: "Ask an administrator of the API's Entra application for the role named above.",
+}
+
+
 def _api_failure(response: httpx.Response) -> CliFailure:
     try:
         error = response.json()["error"]
@@ -157,6 +220,8 @@ def _api_failure(response: httpx.Response) -> CliFailure:
     except (ValueError, KeyError, TypeError):
         message = f"the API answered HTTP {response.status_code}: {response.text[:300]}"
         details = []
+    if response.status_code in _AUTH_HINTS:
+        details.append(_AUTH_HINTS[response.status_code])
     return CliFailure(message, details=details)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import signal
@@ -40,7 +41,7 @@ from control_plane.service import ControlPlane
 from durable_engine import Runtime, RuntimeOptions
 from toygres.models import RuntimeKind, validation_errors
 from toygres.pgserver import EmbeddedPostgres, PostgresServerError
-from toygres.settings import Settings
+from toygres.settings import AuthMode, AuthSettings, Settings
 
 log = logging.getLogger("toygres.serve")
 
@@ -259,6 +260,7 @@ async def serve(options: ServeOptions, settings: Settings | None = None) -> None
             handled.append(sig)
     try:
         effective = serve_settings(settings or Settings(), options)
+        _refuse_open_access(options.host, effective.auth)
         runtimes = build_runtimes(effective)
         sock = _bind(options.host, options.port)
         async with AsyncExitStack() as stack:
@@ -282,7 +284,7 @@ async def serve(options: ServeOptions, settings: Settings | None = None) -> None
                 log.info("reconciler: disabled")
             if stop.is_set():
                 return
-            app = create_app(lambda: plane)
+            app = create_app(lambda: plane, auth=effective.auth)
             config = uvicorn.Config(
                 app,
                 host=options.host,
@@ -302,6 +304,26 @@ async def serve(options: ServeOptions, settings: Settings | None = None) -> None
         for sig in handled:
             loop.remove_signal_handler(sig)
     log.info("stopped cleanly")
+
+
+def _refuse_open_access(host: str, auth: AuthSettings) -> None:
+    """Without authentication every caller may create and delete databases: loopback only."""
+    if auth.mode is not AuthMode.NONE or _is_loopback(host):
+        return
+    raise ConfigurationError(
+        f"refusing to listen on {host} without authentication: every caller could create and delete "
+        "instances. Set TOYGRES_AUTH__MODE=jwt (with TOYGRES_AUTH__ISSUER, __AUDIENCE and __JWKS_URL), "
+        "or listen on 127.0.0.1"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost: it may resolve to anything
+        return False
 
 
 def _log_runtimes(settings: Settings, runtimes: dict[RuntimeKind, Any]) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -117,6 +118,56 @@ class KubernetesSettings(BaseModel):
         return bool(self.aks_subscription_id and self.aks_resource_group and self.aks_cluster_name)
 
 
+class AuthMode(StrEnum):
+    """Who authenticates API callers.
+
+    ``none``: nobody (every caller may do everything); ``toygres serve`` allows it on loopback only.
+    ``jwt``: the API validates bearer JWTs itself against ``issuer``, ``audience`` and ``jwks_url``.
+    ``app-service``: App Service Authentication (Easy Auth) in front of the Functions app has
+    validated the caller; the API trusts the ``X-MS-CLIENT-PRINCIPAL`` header the platform adds.
+    Never choose it where requests can reach the app without passing through that platform layer.
+    """
+
+    NONE = "none"
+    JWT = "jwt"
+    APP_SERVICE = "app-service"
+
+
+class AuthSettings(BaseModel):
+    """How the HTTP API authenticates callers (``TOYGRES_AUTH__*``); roles come from the ``roles`` claim."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: AuthMode = AuthMode.NONE
+    issuer: str | None = None
+    #: the API's application id URI or client id, as tokens carry it in ``aud``
+    audience: str | None = None
+    jwks_url: str | None = None
+    #: clock skew tolerated on ``exp`` and ``nbf``
+    leeway_seconds: int = Field(default=60, ge=0, le=600)
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise PydanticCustomError(
+                "jwks_url", "auth.jwks_url must be an https:// URL (http only for 127.0.0.1 / localhost)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> AuthSettings:
+        if self.mode is AuthMode.JWT:
+            missing = [name for name in ("issuer", "audience", "jwks_url") if not getattr(self, name)]
+            if missing:
+                raise PydanticCustomError(
+                    "auth_incomplete",
+                    "auth.mode 'jwt' needs {missing} (TOYGRES_AUTH__ISSUER, __AUDIENCE, __JWKS_URL)",
+                    {"missing": ", ".join(f"auth.{name}" for name in missing)},
+                )
+        return self
+
+
 class Settings(BaseSettings):
     """All Toygres settings. ``database_url`` is optional: ``toygres serve`` can run an embedded server."""
 
@@ -134,6 +185,7 @@ class Settings(BaseSettings):
     cms_schema: str = "toygres"
     default_runtime: RuntimeKind = RuntimeKind.KUBERNETES
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     health_check_interval_seconds: int = Field(default=30, ge=5, le=3600)
     readiness_deadline_seconds: int = Field(default=600, ge=30, le=7200)
     local_data_dir: Path = Path("~/.toygres/instances")

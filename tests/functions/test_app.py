@@ -7,6 +7,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from functions.config import (
     ACTIVITY_QUEUE,
     ORCHESTRATION_QUEUE,
@@ -14,6 +16,7 @@ from functions.config import (
     SWEEP_SCHEDULE,
     FunctionsSettings,
 )
+from functions.http import create_function_app
 
 from .conftest import REPO, Handlers
 
@@ -118,3 +121,23 @@ def test_funcignore_keeps_what_the_app_needs() -> None:
         assert needed not in ignored
     assert {"tests", "local.settings.json", ".venv"} <= ignored
     assert Path(REPO / "function_app.py").read_text().count("register_functions") == 2
+
+
+def test_the_function_key_gates_the_api_only_when_the_app_does_not_authenticate_callers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TOYGRES_AUTH__MODE", raising=False)
+    assert _http_auth_level() == "function"
+    for mode in ("jwt", "app-service"):
+        monkeypatch.setenv("TOYGRES_AUTH__MODE", mode)
+        assert _http_auth_level() == "anonymous"
+    monkeypatch.setenv("TOYGRES_AUTH__MODE", "none")
+    assert _http_auth_level() == "function"
+
+
+def _http_auth_level() -> str:
+    app = create_function_app()
+    (function,) = app.get_functions()
+    (binding,) = function.get_bindings_dict()["bindings"][:1]
+    level = binding["authLevel"]
+    return str(getattr(level, "value", level)).lower()
