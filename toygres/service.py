@@ -17,8 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from activities import ActivityDeps, instance_spec, register_activities
-from durable_engine import Client, Registry, RuntimeStatus
-from durable_engine.provider import Provider
+from durable_engine import Client, Provider, Registry, RuntimeStatus
 from orchestrations import register_orchestrations
 from orchestrations.inputs import CreateInstanceInput, DeleteInstanceInput, ReconcilerInput
 from toygres.metadata import InstanceNotFound, MetadataRepository

@@ -13,10 +13,8 @@ from datetime import timedelta
 
 import pytest
 
-from durable_engine.clock import ManualClock
-from durable_engine.memory import InMemoryProvider
+from durable_engine import InMemoryProvider, ManualClock, Provider
 from durable_engine.postgres import PostgresProvider
-from durable_engine.provider import Provider
 
 Advance = Callable[[float], Awaitable[None]]
 

@@ -15,18 +15,21 @@ from typing import Any
 
 import pytest
 
-from durable_engine.errors import LockLostError
-from durable_engine.history import EventKind, HistoryEvent
-from durable_engine.messages import ActivityTask, MessageKind, OrchestratorMessage
-from durable_engine.provider import (
+from durable_engine import (
+    ActivityTask,
+    EventKind,
+    HistoryEvent,
     InstanceUpdate,
+    LockLostError,
+    MessageKind,
     NewInstance,
     OrchestrationItem,
+    OrchestratorMessage,
     Provider,
+    RuntimeStatus,
     TimedMessage,
     TurnCommit,
 )
-from durable_engine.status import RuntimeStatus
 
 from .conftest import Advance
 

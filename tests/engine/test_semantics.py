@@ -17,11 +17,11 @@ from durable_engine import (
     EventKind,
     InstanceNotFoundError,
     InvalidInputError,
+    Provider,
     RetryPolicy,
     RuntimeStatus,
     SubOrchestrationError,
 )
-from durable_engine.provider import Provider
 
 from .harness import Engine
 
@@ -652,7 +652,7 @@ async def test_wait_for_completion_times_out_on_a_running_instance(engine: Engin
 
 
 async def test_duplicate_and_stale_messages_are_consumed_without_growing_history(engine: Engine) -> None:
-    from durable_engine.messages import MessageKind, OrchestratorMessage
+    from durable_engine import MessageKind, OrchestratorMessage
 
     @engine.registry.activity("Fast")
     def fast(ctx: Any, _: Any) -> str:

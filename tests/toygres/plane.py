@@ -12,8 +12,7 @@ from typing import Any
 import psutil
 from psycopg_pool import AsyncConnectionPool
 
-from durable_engine import Runtime, RuntimeOptions
-from durable_engine.provider import Provider
+from durable_engine import Provider, Runtime, RuntimeOptions
 from toygres.db import migrate_cms
 from toygres.metadata import MetadataRepository
 from toygres.models import RuntimeKind

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .futures import DurableFuture, JoinFuture, SelectFuture
-from .retry import RetryPolicy
+from ._futures import DurableFuture, JoinFuture, SelectFuture
+from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from .replay import TurnExecutor
+    from ._replay import TurnExecutor
 
 _UUID_NAMESPACE = uuid.UUID("6f1d9a52-7d0e-4d43-9c55-0b3c1d1f7e11")
 
@@ -98,7 +98,7 @@ class OrchestrationContext:
         return self._executor.spawn(self._with_retry(name, input, retry), f"activity {name!r} with retry")
 
     async def _with_retry(self, name: str, input: Any, policy: RetryPolicy) -> Any:
-        from .errors import ActivityError, ActivityTimeoutError, ErrorCategory, ErrorInfo
+        from ._errors import ActivityError, ActivityTimeoutError, ErrorCategory, ErrorInfo
 
         attempt = 1
         while True:

@@ -24,22 +24,20 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from ..errors import LockLostError
-from ..history import HistoryEvent
-from ..messages import ActivityTask, MessageKind, OrchestratorMessage
-from ..migrate import apply_migrations, load_migrations
-from ..provider import (
+from .._errors import LockLostError
+from .._history import HistoryEvent
+from .._messages import ActivityTask, MessageKind, OrchestratorMessage
+from .._provider import (
     ActivityItem,
     InstanceRecord,
     NewInstance,
     OrchestrationItem,
-    Queue,
+    QueueName,
     TurnCommit,
 )
-from ..status import RuntimeStatus
-from .listener import Listener
-
-__all__ = ["PostgresProvider"]
+from .._status import RuntimeStatus
+from ..migrate import apply_migrations, load_migrations
+from ._listener import Listener
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TERMINAL = [s.value for s in RuntimeStatus if s.is_terminal]
@@ -141,7 +139,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 class PostgresProvider:
-    """:class:`~durable_engine.provider.Provider` on PostgreSQL; build it with :meth:`connect`."""
+    """:class:`~durable_engine.Provider` on PostgreSQL; build it with :meth:`connect`."""
 
     def __init__(
         self, pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]], listener: Listener, schema: str
@@ -413,7 +411,7 @@ class PostgresProvider:
         return int(count or 0)
 
     # --- wake-ups -------------------------------------------------------------------------
-    async def wait_for_work(self, queue: Queue, timeout: float) -> None:
+    async def wait_for_work(self, queue: QueueName, timeout: float) -> None:
         # capture the event before asking the database, so a NOTIFY racing the query still wakes us
         event = self._listener.current(queue)
         budget = max(0.0, min(timeout, _MAX_IDLE_SLEEP))
