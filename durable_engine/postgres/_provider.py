@@ -4,7 +4,7 @@ Why server-side functions: each hot operation (fetch a turn, commit a turn, fetc
 complete an activity) is one ``SELECT fn(...)`` in autocommit mode, i.e. one round trip
 and one transaction, with the multi-statement logic and its locking next to the data
 (see ``sql/0001_engine_schema.sql``). Everything crosses the wire as ``jsonb``.
-Wake-ups come from LISTEN/NOTIFY on one shared connection (:mod:`.listener`).
+Wake-ups come from LISTEN/NOTIFY on one shared connection (``_listener.py``).
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def _row_record(row: TupleRow) -> InstanceRecord:
     return _record(dict(zip(_COLUMN_NAMES, row, strict=True)))
 
 
-#: Like _CREATE_ONE, but the start message is delivered and locked to the caller at once (no
-#: NOTIFY: nobody else should fetch it); the instance row comes back for the turn.
+#: Like the create_instances SQL function, but the start message is delivered and locked to
+#: the caller at once (no NOTIFY: nobody else should fetch it); the instance row comes back.
 _CREATE_LOCKED = """
 WITH ins AS (
     INSERT INTO instances (instance_id, name, version, status, execution_id, input,
