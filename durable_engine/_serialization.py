@@ -52,7 +52,8 @@ def check_result_type(result_type: Any) -> None:
     try:
         _adapter(result_type)
     except Exception as exc:  # pydantic raises several kinds (schema generation, type errors)
-        message = f"result_type {result_type!r} cannot be validated by pydantic: {exc}"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = f"result_type {result_type!r} cannot be validated by pydantic: {reason}"
         info = ErrorInfo(ErrorCategory.CONFIGURATION, "InvalidResultType", message)
         raise DurableError(message, info) from None
 

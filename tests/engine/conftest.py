@@ -16,6 +16,8 @@ from durable_engine import Provider
 from durable_engine.postgres import PostgresProvider
 from durable_engine.testing import InMemoryProviderFactory, ProviderFactory
 
+from .harness import Engine
+
 
 class PostgresProviderFactory(ProviderFactory):
     """A provider on the test's own fresh database (``pg_dsn``), on the real clock."""
@@ -41,3 +43,13 @@ async def provider(provider_factory: ProviderFactory) -> AsyncIterator[Provider]
         yield provider
     finally:
         await provider_factory.dispose(provider)
+
+
+@pytest.fixture(params=[True, False], ids=["inline", "queued"])
+async def engine(provider: Provider, request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    """Every semantic holds whether activities run inline in the dispatch or via the queue."""
+    eng = Engine(provider, inline=request.param)
+    try:
+        yield eng
+    finally:
+        await eng.stop_all()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -17,23 +16,12 @@ from durable_engine import (
     EventKind,
     InstanceNotFoundError,
     InvalidInputError,
-    Provider,
     RetryPolicy,
     RuntimeStatus,
     SubOrchestrationError,
 )
 
 from .harness import Engine
-
-
-@pytest.fixture(params=[True, False], ids=["inline", "queued"])
-async def engine(provider: Provider, request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
-    """Every semantic holds whether activities run inline in the dispatch or via the queue."""
-    eng = Engine(provider, inline=request.param)
-    try:
-        yield eng
-    finally:
-        await eng.stop_all()
 
 
 def _kinds(history: list[Any]) -> list[str]:
