@@ -56,7 +56,6 @@ _CONF_FILE = "toygres.conf"
 _LOG_FILE = "server.log"
 _SOCKET_PATH_LIMIT = 107  # sun_path is 108 bytes including the trailing NUL
 _DEFAULT_SETTINGS: dict[str, str] = {"max_connections": "200"}
-_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 _prepared_bin_dirs: set[Path] = set()
 _prepare_lock = threading.Lock()

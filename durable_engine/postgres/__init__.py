@@ -1,5 +1,5 @@
 """PostgreSQL storage for the durable engine: ``await PostgresProvider.connect(dsn)``."""
 
-from .provider import PostgresProvider
+from ._provider import PostgresProvider
 
 __all__ = ["PostgresProvider"]

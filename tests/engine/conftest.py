@@ -1,49 +1,55 @@
-"""Engine fixtures: a ``provider`` parametrised over the in-memory and PostgreSQL providers.
+"""Engine fixtures: providers from the kit's factories, over in-memory and PostgreSQL storage.
 
-Tests that need time to pass call the ``advance`` fixture: the in-memory provider runs on a
-:class:`ManualClock` (time jumps instantly), the PostgreSQL provider on the real clock (the
-tests keep those waits short, well under a second).
+``provider_factory`` is parametrised over the two providers; the conformance suite
+(``durable_engine.testing``) and the ``provider`` fixture of the semantics tests both take
+their providers from it. The in-memory provider runs on a :class:`ManualClock` (time jumps
+instantly), the PostgreSQL provider on the real clock (tests keep those waits short).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from collections.abc import AsyncIterator
 
 import pytest
 
-from durable_engine.clock import ManualClock
-from durable_engine.memory import InMemoryProvider
+from durable_engine import Provider
 from durable_engine.postgres import PostgresProvider
-from durable_engine.provider import Provider
+from durable_engine.testing import InMemoryProviderFactory, ProviderFactory
 
-Advance = Callable[[float], Awaitable[None]]
+from .harness import Engine
+
+
+class PostgresProviderFactory(ProviderFactory):
+    """A provider on the test's own fresh database (``pg_dsn``), on the real clock."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    async def create(self) -> Provider:
+        return await PostgresProvider.connect(self.dsn, max_pool=4)
 
 
 @pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def provider(request: pytest.FixtureRequest) -> AsyncIterator[Provider]:
+def provider_factory(request: pytest.FixtureRequest) -> ProviderFactory:
     if request.param == "memory":
-        mem = InMemoryProvider(ManualClock())
-        yield mem
-        await mem.close()
-        return
-    dsn: str = request.getfixturevalue("pg_dsn")
-    pg = await PostgresProvider.connect(dsn, max_pool=4)
-    try:
-        yield pg
-    finally:
-        await pg.close()
+        return InMemoryProviderFactory()
+    return PostgresProviderFactory(request.getfixturevalue("pg_dsn"))
 
 
 @pytest.fixture
-def advance(provider: Provider) -> Advance:
-    """Let ``seconds`` pass on the provider's clock."""
+async def provider(provider_factory: ProviderFactory) -> AsyncIterator[Provider]:
+    provider = await provider_factory.create()
+    try:
+        yield provider
+    finally:
+        await provider_factory.dispose(provider)
 
-    async def _advance(seconds: float) -> None:
-        if isinstance(provider, InMemoryProvider) and isinstance(provider.clock, ManualClock):
-            provider.clock.advance(timedelta(seconds=seconds))
-        else:
-            await asyncio.sleep(seconds)
 
-    return _advance
+@pytest.fixture(params=[True, False], ids=["inline", "queued"])
+async def engine(provider: Provider, request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    """Every semantic holds whether activities run inline in the dispatch or via the queue."""
+    eng = Engine(provider, inline=request.param)
+    try:
+        yield eng
+    finally:
+        await eng.stop_all()

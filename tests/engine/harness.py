@@ -13,10 +13,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from durable_engine import Client, InMemoryProvider, Registry, Runtime, RuntimeOptions
-from durable_engine.clock import ManualClock
-from durable_engine.provider import Provider
-from durable_engine.status import OrchestrationStatus
+from durable_engine import (
+    Client,
+    InMemoryProvider,
+    ManualClock,
+    OrchestrationStatus,
+    Provider,
+    Registry,
+    Runtime,
+    RuntimeOptions,
+)
 
 
 @dataclass

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from durable_engine import EventKind, RuntimeStatus
-from durable_engine.provider import Provider, TurnCommit
+from durable_engine import EventKind, Provider, RuntimeStatus, TurnCommit
 
 from .harness import Engine
 
@@ -169,7 +168,7 @@ async def test_a_client_with_a_local_runtime_dispatches_the_first_turn_itself(
 async def test_an_instance_created_locked_but_never_run_is_taken_over_after_the_lock(
     engine_provider: Provider,
 ) -> None:
-    from durable_engine.provider import NewInstance
+    from durable_engine import NewInstance
 
     engine = Engine(engine_provider)
 

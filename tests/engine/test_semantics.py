@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,19 +20,8 @@ from durable_engine import (
     RuntimeStatus,
     SubOrchestrationError,
 )
-from durable_engine.provider import Provider
 
 from .harness import Engine
-
-
-@pytest.fixture(params=[True, False], ids=["inline", "queued"])
-async def engine(provider: Provider, request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
-    """Every semantic holds whether activities run inline in the dispatch or via the queue."""
-    eng = Engine(provider, inline=request.param)
-    try:
-        yield eng
-    finally:
-        await eng.stop_all()
 
 
 def _kinds(history: list[Any]) -> list[str]:
@@ -652,7 +640,7 @@ async def test_wait_for_completion_times_out_on_a_running_instance(engine: Engin
 
 
 async def test_duplicate_and_stale_messages_are_consumed_without_growing_history(engine: Engine) -> None:
-    from durable_engine.messages import MessageKind, OrchestratorMessage
+    from durable_engine import MessageKind, OrchestratorMessage
 
     @engine.registry.activity("Fast")
     def fast(ctx: Any, _: Any) -> str:

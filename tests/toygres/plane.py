@@ -13,8 +13,7 @@ import psutil
 from psycopg_pool import AsyncConnectionPool
 
 from control_plane.service import ControlPlane, LifecycleTiming
-from durable_engine import Runtime, RuntimeOptions
-from durable_engine.provider import Provider
+from durable_engine import Provider, Runtime, RuntimeOptions
 from toygres.cms_migrations import migrate_cms
 from toygres.metadata import MetadataRepository
 from toygres.models import RuntimeKind

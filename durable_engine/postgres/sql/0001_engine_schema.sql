@@ -1,5 +1,6 @@
--- Durable engine schema: instances, history, the two peek-lock queues, and the
--- server-side functions that make fetch / commit / complete one round trip each.
+-- Durable engine schema (the baseline: later changes go in new files, never edits here):
+-- instances, history, the two peek-lock queues, and the server-side functions that make
+-- fetch / commit / complete one round trip each.
 --
 -- Written schema-unqualified: the migrator runs it with search_path = <schema>, public,
 -- and every function pins that search_path (SET search_path FROM CURRENT), so the
@@ -16,6 +17,21 @@
 --     instance (never blocking on each other), then by the instance_locks row itself.
 --   * activity tasks are locked individually: fetching one moves its visible_at to the
 --     lock expiry (an invisibility timeout), so "visible" and "unlocked" are one index.
+--     A task the committing runtime already runs (an inline activity that outlived its
+--     turn's budget) is stored locked by that runtime, which completes it under its token.
+--
+-- Durability
+--   * instance_locks is UNLOGGED: a lock means something only while its holder lives, and
+--     after a server crash every holder's lock is void anyway, so it skips the WAL.
+--   * fetches and lock renewals commit asynchronously (synchronous_commit = off): they only
+--     hide messages and take locks, which a crash may forget safely (the messages reappear);
+--     the next synchronous commit flushes them anyway. Everything that records progress
+--     (commit_turn, complete_activity, instance creation) commits synchronously.
+--
+-- Wake-ups
+--   the functions that make work fetchable NOTIFY <schema>.orchestrator or <schema>.worker;
+--   those that create, update or purge instances NOTIFY <schema>.status with the instance id.
+--   seconds_until_work tells an idle dispatcher how long it may sleep without a notification.
 
 CREATE TABLE instances (
     instance_id        text PRIMARY KEY,
@@ -42,7 +58,7 @@ CREATE TABLE history (
     PRIMARY KEY (instance_id, execution_id, event_id)
 );
 
-CREATE TABLE instance_locks (
+CREATE UNLOGGED TABLE instance_locks (
     instance_id  text PRIMARY KEY,
     lock_token   text NOT NULL,
     locked_until timestamptz NOT NULL
@@ -157,6 +173,9 @@ DECLARE
     v_exec     integer;
     v_history  jsonb;
 BEGIN
+    -- a fetch only hides messages and takes a lock: losing it in a crash is harmless (the
+    -- messages reappear), so it need not wait for the WAL flush; a later commit flushes it
+    PERFORM set_config('synchronous_commit', 'off', true);
     FOR attempt IN 1..64 LOOP
         SELECT q.instance_id INTO v_iid
         FROM orchestrator_queue AS q
@@ -220,7 +239,9 @@ $$;
 -- Apply one turn atomically. Returns false (and changes nothing) when the lock was lost.
 -- p: {"instance_id", "execution_id", "new_events": [event...], "consumed": [id...],
 --     "update": {...}|null, "messages": [{"instance_id", "payload", "visible_at"}...],
---     "tasks": [{"instance_id", "payload"}...], "new_instances": [see create_instances]}
+--     "tasks": [{"instance_id", "payload"[, "lock_token", "locked_until", "delivery_count"]}...],
+--     "new_instances": [see create_instances]}
+-- A task with a lock_token is stored claimed by the committer (see "Locking model").
 CREATE FUNCTION commit_turn(p_token text, p jsonb) RETURNS boolean
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
@@ -282,17 +303,26 @@ BEGIN
         PERFORM pg_notify(notify_channel('orchestrator'), '');
     END IF;
 
-    INSERT INTO activity_queue (instance_id, payload, visible_at)
-    SELECT t->>'instance_id', t->'payload', v_now
+    -- tasks with a lock_token are already running in the committing process (inline
+    -- activities that outlived the turn's budget): they are stored locked by it, delivered once
+    INSERT INTO activity_queue (instance_id, payload, visible_at, lock_token, delivery_count)
+    SELECT t->>'instance_id', t->'payload',
+           coalesce((t->>'locked_until')::timestamptz, v_now),
+           t->>'lock_token',
+           coalesce((t->>'delivery_count')::integer, 0)
     FROM jsonb_array_elements(p->'tasks') AS t;
-    GET DIAGNOSTICS v_n = ROW_COUNT;
-    IF v_n > 0 THEN
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(p->'tasks') AS t WHERE NOT t ? 'lock_token') THEN
         PERFORM pg_notify(notify_channel('worker'), '');
     END IF;
 
     PERFORM create_instances(p->'new_instances');
 
     DELETE FROM instance_locks WHERE instance_id = v_iid;
+    -- messages that arrived during the turn (or were fetched but not consumed) are waiting for
+    -- an unlocked instance now: wake a dispatcher, or they would sit until someone polls
+    IF EXISTS (SELECT 1 FROM orchestrator_queue WHERE instance_id = v_iid AND visible_at <= v_now) THEN
+        PERFORM pg_notify(notify_channel('orchestrator'), '');
+    END IF;
     RETURN true;
 END;
 $$;
@@ -325,6 +355,7 @@ CREATE FUNCTION fetch_activity(p_lock_seconds double precision) RETURNS jsonb
 LANGUAGE sql
 SET search_path FROM CURRENT
 AS $$
+    SELECT set_config('synchronous_commit', 'off', true);
     WITH cand AS (
         SELECT id FROM activity_queue
         WHERE visible_at <= now()
@@ -340,6 +371,20 @@ AS $$
     WHERE a.id = cand.id
     RETURNING jsonb_build_object('id', a.id, 'payload', a.payload, 'lock_token', a.lock_token,
                                  'delivery_count', a.delivery_count)
+$$;
+
+
+-- Extend a running activity's lock; false when the token no longer holds the task.
+CREATE FUNCTION renew_activity_lock(p_token text, p_lock_seconds double precision) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    UPDATE activity_queue SET visible_at = now() + make_interval(secs => p_lock_seconds)
+    WHERE lock_token = p_token;
+    RETURN FOUND;
+END;
 $$;
 
 
@@ -413,18 +458,30 @@ END;
 $$;
 
 
--- Seconds until the next message/task of a queue becomes fetchable (a delayed message or an
--- expiring lock); NULL when nothing is scheduled. Computed on the server's clock, so an
--- application host whose clock runs ahead never spins on "due" work that is not due yet.
+-- Seconds until the next message/task of a queue becomes fetchable: 0 when some is fetchable
+-- now (so a dispatcher whose wake-up raced its own empty fetch never sleeps on due work),
+-- else until the next delayed message or expiring lock; NULL when nothing is scheduled.
+-- Computed on the server's clock, so an application host whose clock runs ahead never spins
+-- on "due" work that is not due yet.
 CREATE FUNCTION seconds_until_work(p_queue text) RETURNS double precision
 LANGUAGE sql STABLE
 SET search_path FROM CURRENT
 AS $$
-    SELECT extract(epoch FROM (
-        CASE WHEN p_queue = 'orchestrator' THEN
-            least((SELECT min(visible_at) FROM orchestrator_queue WHERE visible_at > now()),
-                  (SELECT min(locked_until) FROM instance_locks WHERE locked_until > now()))
-        ELSE
-            (SELECT min(visible_at) FROM activity_queue WHERE visible_at > now())
-        END - now()))::double precision
+    SELECT CASE
+        WHEN p_queue = 'orchestrator' AND EXISTS (
+            SELECT 1 FROM orchestrator_queue AS q
+            WHERE q.visible_at <= now()
+              AND NOT EXISTS (SELECT 1 FROM instance_locks AS l
+                              WHERE l.instance_id = q.instance_id AND l.locked_until > now()))
+            THEN 0::double precision
+        WHEN p_queue <> 'orchestrator' AND EXISTS (SELECT 1 FROM activity_queue WHERE visible_at <= now())
+            THEN 0::double precision
+        ELSE extract(epoch FROM (
+            CASE WHEN p_queue = 'orchestrator' THEN
+                least((SELECT min(visible_at) FROM orchestrator_queue WHERE visible_at > now()),
+                      (SELECT min(locked_until) FROM instance_locks WHERE locked_until > now()))
+            ELSE
+                (SELECT min(visible_at) FROM activity_queue WHERE visible_at > now())
+            END - now()))::double precision
+    END
 $$;

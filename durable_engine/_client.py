@@ -11,15 +11,15 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .errors import ErrorInfo, InstanceNotFoundError, InvalidInputError
-from .history import HistoryEvent
-from .messages import MessageKind, OrchestratorMessage
-from .provider import InstanceRecord, NewInstance, Provider
-from .replay import ensure_json
-from .status import InstancePage, OrchestrationStatus, RuntimeStatus
+from ._errors import ErrorInfo, InstanceNotFoundError, InvalidInputError
+from ._history import HistoryEvent
+from ._messages import MessageKind, OrchestratorMessage
+from ._provider import InstanceRecord, NewInstance, Provider
+from ._serialization import ensure_json
+from ._status import InstancePage, OrchestrationStatus, RuntimeStatus
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ._runtime import Runtime
 
 MAX_INSTANCE_ID_LENGTH = 256
 #: waits rely on change notifications; this bounds the damage of one that never comes
@@ -173,10 +173,3 @@ class Client:
             return int(await self.provider.purge_instance(instance_id))
         assert completed_before is not None
         return await self.provider.purge_terminal_before(completed_before)
-
-
-async def wait_all(
-    client: Client, instance_ids: list[str], timeout: float | timedelta
-) -> list[OrchestrationStatus]:
-    """Wait for several instances at once (benchmarks, tests)."""
-    return list(await asyncio.gather(*(client.wait_for_completion(i, timeout) for i in instance_ids)))

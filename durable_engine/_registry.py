@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from .context import ActivityContext, OrchestrationContext
+    from ._context import ActivityContext, OrchestrationContext
 
 OrchestrationFn = Callable[["OrchestrationContext", Any], Coroutine[Any, Any, Any]]
 ActivityFn = Callable[["ActivityContext", Any], Any]

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from .context import ActivityContext
-from .errors import ErrorCategory, ErrorInfo, LockLostError
-from .messages import MessageKind, OrchestratorMessage
-from .provider import ActivityItem, ClaimedTask, OrchestrationItem, Provider, Queue, TurnCommit
-from .registry import Registry
-from .replay import ensure_json
-from .turn import TurnLimits, can_chain, merge_commits, next_item, plan_turn
+from ._context import ActivityContext
+from ._errors import ErrorCategory, ErrorInfo, LockLostError
+from ._messages import MessageKind, OrchestratorMessage
+from ._provider import ActivityItem, ClaimedTask, OrchestrationItem, Provider, QueueName, TurnCommit
+from ._registry import Registry
+from ._serialization import ensure_json
+from ._turn import TurnLimits, can_chain, merge_commits, next_item, plan_turn
 
 log = logging.getLogger("durable_engine.runtime")
 
@@ -152,7 +152,7 @@ class Runtime:
 
     async def _loop(
         self,
-        queue: Queue,
+        queue: QueueName,
         fetch: Callable[[], Awaitable[Any]],
         process: Callable[[Any], Coroutine[Any, Any, None]],
         slots: asyncio.Semaphore,
@@ -203,7 +203,7 @@ class Runtime:
         slots.release()
         self._inflight.discard(task)
 
-    async def _wait_for_work(self, queue: Queue) -> None:
+    async def _wait_for_work(self, queue: QueueName) -> None:
         waiter = asyncio.ensure_future(self.provider.wait_for_work(queue, self.options.idle_wait))
         stopper = asyncio.ensure_future(self._stopping.wait())
         try:

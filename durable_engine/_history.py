@@ -44,10 +44,6 @@ SCHEDULE_KINDS = frozenset(
     }
 )
 
-TERMINAL_KINDS = frozenset(
-    {EventKind.ORCHESTRATION_COMPLETED, EventKind.ORCHESTRATION_FAILED, EventKind.CONTINUED_AS_NEW}
-)
-
 _FIELDS = ("corr_id", "name", "data", "error", "instance", "version", "timestamp", "parent")
 
 

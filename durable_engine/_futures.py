@@ -8,7 +8,7 @@ outcome depends only on the order completions appear in history, never on wall-c
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -56,6 +56,34 @@ class DurableFuture(Generic[T]):
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"
         return f"<DurableFuture {self.description} {state}>"
+
+
+class ConvertedFuture(DurableFuture[T]):
+    """``source``'s outcome passed through ``convert`` once it completes (typed results).
+
+    A conversion that raises fails this future with that exception. The completion position is
+    the source's, so ``join`` and ``select`` order it exactly as they would the source.
+    """
+
+    def __init__(self, source: DurableFuture[Any], convert: Callable[[Any], T]) -> None:
+        super().__init__(source.description)
+        self.source = source
+        self._convert = convert
+
+    def done(self) -> bool:
+        if not self._done and self.source.done():
+            seq = self.source.completion_seq
+            exc = self.source.exception()
+            if exc is not None:
+                self._fail(exc, seq)
+            else:
+                try:
+                    value = self._convert(self.source.result())
+                except Exception as err:
+                    self._fail(err, seq)
+                else:
+                    self._resolve(value, seq)
+        return self._done
 
 
 class JoinFuture(DurableFuture[list[Any]]):

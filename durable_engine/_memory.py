@@ -14,19 +14,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from .clock import Clock, ManualClock, SystemClock
-from .errors import LockLostError
-from .history import HistoryEvent
-from .messages import ActivityTask, MessageKind, OrchestratorMessage
-from .provider import (
+from ._clock import Clock, ManualClock, SystemClock
+from ._errors import LockLostError
+from ._history import HistoryEvent
+from ._messages import ActivityTask, MessageKind, OrchestratorMessage
+from ._provider import (
     ActivityItem,
     InstanceRecord,
     NewInstance,
     OrchestrationItem,
-    Queue,
+    QueueName,
     TurnCommit,
 )
-from .status import RuntimeStatus
+from ._status import RuntimeStatus
 
 
 def _copy(value: Any) -> Any:
@@ -368,7 +368,7 @@ class InMemoryProvider:
             await self.purge_instance(iid)
         return len(doomed)
 
-    def _next_visible(self, queue: Queue) -> datetime | None:
+    def _next_visible(self, queue: QueueName) -> datetime | None:
         if queue == "orchestrator":
             times = [m.visible_at for _, m in self._messages.values()]
             times += [lock.locked_until for lock in self._locks.values()]
@@ -376,7 +376,7 @@ class InMemoryProvider:
             times = [t.locked_until or t.visible_at for t in self._tasks.values()]
         return min(times, default=None)
 
-    async def wait_for_work(self, queue: Queue, timeout: float) -> None:
+    async def wait_for_work(self, queue: QueueName, timeout: float) -> None:
         event = self._wake[queue]
         if not self.clock.manual:
             nxt = self._next_visible(queue)

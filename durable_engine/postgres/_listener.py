@@ -16,9 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-__all__ = ["Listener"]
-
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("durable_engine.postgres")
 
 
 class Listener:

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .errors import ErrorCategory, ErrorInfo
-from .history import EventKind, HistoryEvent
-from .messages import MessageKind, OrchestratorMessage
-from .provider import InstanceRecord, InstanceUpdate, OrchestrationItem, TimedMessage, TurnCommit
-from .registry import Registry
-from .replay import OutcomeKind, TurnExecutor, TurnResult
-from .status import RuntimeStatus
+from ._errors import ErrorCategory, ErrorInfo
+from ._history import EventKind, HistoryEvent
+from ._messages import MessageKind, OrchestratorMessage
+from ._provider import InstanceRecord, InstanceUpdate, OrchestrationItem, TimedMessage, TurnCommit
+from ._registry import Registry
+from ._replay import OutcomeKind, TurnExecutor, TurnResult
+from ._status import RuntimeStatus
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from .errors import ErrorInfo
+from ._errors import ErrorInfo
 
 
 class RuntimeStatus(StrEnum):

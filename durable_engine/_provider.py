@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from .history import HistoryEvent
-from .messages import ActivityTask, OrchestratorMessage
-from .status import InstancePage, RuntimeStatus
+from ._history import HistoryEvent
+from ._messages import ActivityTask, OrchestratorMessage
+from ._status import RuntimeStatus
 
-Queue = Literal["orchestrator", "worker"]
+QueueName = Literal["orchestrator", "worker"]
 
 
 @dataclass
@@ -188,7 +188,7 @@ class Provider(Protocol):
         ...
 
     # --- wake-ups and time ------------------------------------------------------------------
-    async def wait_for_work(self, queue: Queue, timeout: float) -> None:
+    async def wait_for_work(self, queue: QueueName, timeout: float) -> None:
         """Return when work may be available on ``queue``, or after ``timeout`` seconds.
 
         Spurious returns are allowed; an idle dispatcher calls this instead of polling hot.
@@ -208,18 +208,3 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-__all__ = [
-    "ActivityItem",
-    "ClaimedTask",
-    "InstancePage",
-    "InstanceRecord",
-    "InstanceUpdate",
-    "NewInstance",
-    "OrchestrationItem",
-    "Provider",
-    "Queue",
-    "TimedMessage",
-    "TurnCommit",
-]

@@ -4,7 +4,7 @@ Why server-side functions: each hot operation (fetch a turn, commit a turn, fetc
 complete an activity) is one ``SELECT fn(...)`` in autocommit mode, i.e. one round trip
 and one transaction, with the multi-statement logic and its locking next to the data
 (see ``sql/0001_engine_schema.sql``). Everything crosses the wire as ``jsonb``.
-Wake-ups come from LISTEN/NOTIFY on one shared connection (:mod:`.listener`).
+Wake-ups come from LISTEN/NOTIFY on one shared connection (``_listener.py``).
 """
 
 from __future__ import annotations
@@ -24,22 +24,20 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from ..errors import LockLostError
-from ..history import HistoryEvent
-from ..messages import ActivityTask, MessageKind, OrchestratorMessage
-from ..migrate import apply_migrations, load_migrations
-from ..provider import (
+from .._errors import LockLostError
+from .._history import HistoryEvent
+from .._messages import ActivityTask, MessageKind, OrchestratorMessage
+from .._provider import (
     ActivityItem,
     InstanceRecord,
     NewInstance,
     OrchestrationItem,
-    Queue,
+    QueueName,
     TurnCommit,
 )
-from ..status import RuntimeStatus
-from .listener import Listener
-
-__all__ = ["PostgresProvider"]
+from .._status import RuntimeStatus
+from ..migrate import apply_migrations, load_migrations
+from ._listener import Listener
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TERMINAL = [s.value for s in RuntimeStatus if s.is_terminal]
@@ -82,8 +80,8 @@ def _row_record(row: TupleRow) -> InstanceRecord:
     return _record(dict(zip(_COLUMN_NAMES, row, strict=True)))
 
 
-#: Like _CREATE_ONE, but the start message is delivered and locked to the caller at once (no
-#: NOTIFY: nobody else should fetch it); the instance row comes back for the turn.
+#: Like the create_instances SQL function, but the start message is delivered and locked to
+#: the caller at once (no NOTIFY: nobody else should fetch it); the instance row comes back.
 _CREATE_LOCKED = """
 WITH ins AS (
     INSERT INTO instances (instance_id, name, version, status, execution_id, input,
@@ -141,7 +139,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 class PostgresProvider:
-    """:class:`~durable_engine.provider.Provider` on PostgreSQL; build it with :meth:`connect`."""
+    """:class:`~durable_engine.Provider` on PostgreSQL; build it with :meth:`connect`."""
 
     def __init__(
         self, pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]], listener: Listener, schema: str
@@ -413,7 +411,7 @@ class PostgresProvider:
         return int(count or 0)
 
     # --- wake-ups -------------------------------------------------------------------------
-    async def wait_for_work(self, queue: Queue, timeout: float) -> None:
+    async def wait_for_work(self, queue: QueueName, timeout: float) -> None:
         # capture the event before asking the database, so a NOTIFY racing the query still wakes us
         event = self._listener.current(queue)
         budget = max(0.0, min(timeout, _MAX_IDLE_SLEEP))

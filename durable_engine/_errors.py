@@ -101,10 +101,6 @@ class NonDeterminismError(DurableError):
         super().__init__(message, ErrorInfo(ErrorCategory.CONFIGURATION, "NonDeterminismError", message))
 
 
-class OrchestrationCancelled(DurableError):
-    """Raised inside orchestration code never; used as the error type of a cancelled instance."""
-
-
 class InstanceNotFoundError(DurableError, KeyError):
     """The client addressed an instance id that does not exist."""
 

@@ -11,15 +11,27 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from .futures import DurableFuture, JoinFuture, SelectFuture
-from .retry import RetryPolicy
+from ._errors import (
+    ActivityError,
+    ActivityTimeoutError,
+    DurableError,
+    ErrorCategory,
+    ErrorInfo,
+    SubOrchestrationError,
+    TaskFailedError,
+)
+from ._futures import ConvertedFuture, DurableFuture, JoinFuture, SelectFuture
+from ._retry import RetryPolicy
+from ._serialization import check_result_type, validate_as
 
 if TYPE_CHECKING:
-    from .replay import TurnExecutor
+    from ._replay import TurnExecutor
 
 _UUID_NAMESPACE = uuid.UUID("6f1d9a52-7d0e-4d43-9c55-0b3c1d1f7e11")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -90,16 +102,41 @@ class OrchestrationContext:
         self._executor.set_custom_status(value)
 
     # --- scheduling --------------------------------------------------------------------------
+    @overload
     def schedule_activity(
-        self, name: str, input: Any = None, *, retry: RetryPolicy | None = None
+        self, name: str, input: Any = None, *, retry: RetryPolicy | None = None, result_type: None = None
+    ) -> DurableFuture[Any]: ...
+
+    @overload
+    def schedule_activity(
+        self, name: str, input: Any = None, *, retry: RetryPolicy | None = None, result_type: type[T]
+    ) -> DurableFuture[T]: ...
+
+    def schedule_activity(
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
+        result_type: type[Any] | None = None,
     ) -> DurableFuture[Any]:
+        """Run activity ``name``; await the future for its result.
+
+        With ``result_type`` (a pydantic model, a dataclass, any type pydantic validates) the
+        result arrives validated as that type; one that does not fit raises ``ActivityError``
+        with ``error_type == "ResultValidationError"``. History keeps the raw JSON either way.
+        """
+        if result_type is not None:
+            check_result_type(result_type)
         if retry is None:
-            return self._executor.schedule_activity(name, input)
-        return self._executor.spawn(self._with_retry(name, input, retry), f"activity {name!r} with retry")
+            future = self._executor.schedule_activity(name, input)
+        else:
+            future = self._executor.spawn(
+                self._with_retry(name, input, retry), f"activity {name!r} with retry"
+            )
+        return _typed(future, result_type, ActivityError, name, f"the result of activity {name!r}")
 
     async def _with_retry(self, name: str, input: Any, policy: RetryPolicy) -> Any:
-        from .errors import ActivityError, ActivityTimeoutError, ErrorCategory, ErrorInfo
-
         attempt = 1
         while True:
             task = self._executor.schedule_activity(name, input)
@@ -145,10 +182,48 @@ class OrchestrationContext:
         """The next external event called ``name``; events raised earlier are kept until consumed."""
         return self._executor.wait_for_event(name)
 
+    @overload
     def schedule_sub_orchestration(
-        self, name: str, input: Any = None, *, instance_id: str | None = None, version: str | None = None
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        version: str | None = None,
+        result_type: None = None,
+    ) -> DurableFuture[Any]: ...
+
+    @overload
+    def schedule_sub_orchestration(
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        version: str | None = None,
+        result_type: type[T],
+    ) -> DurableFuture[T]: ...
+
+    def schedule_sub_orchestration(
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        version: str | None = None,
+        result_type: type[Any] | None = None,
     ) -> DurableFuture[Any]:
-        return self._executor.schedule_sub_orchestration(name, input, instance_id, version)
+        """Run orchestration ``name`` as a child; await the future for its output.
+
+        ``result_type`` works as for :meth:`schedule_activity`; a mismatch raises
+        ``SubOrchestrationError`` with ``error_type == "ResultValidationError"``.
+        """
+        if result_type is not None:
+            check_result_type(result_type)
+        future = self._executor.schedule_sub_orchestration(name, input, instance_id, version)
+        return _typed(
+            future, result_type, SubOrchestrationError, name, f"the output of orchestration {name!r}"
+        )
 
     def start_orchestration(
         self, name: str, input: Any = None, *, instance_id: str | None = None, version: str | None = None
@@ -165,6 +240,27 @@ class OrchestrationContext:
     def continue_as_new(self, input: Any = None, *, version: str | None = None) -> ContinueAsNew:
         """Return this from the orchestration to restart with ``input`` and an empty history."""
         return ContinueAsNew(input, version)
+
+
+def _typed(
+    future: DurableFuture[Any],
+    result_type: type[Any] | None,
+    error_type: type[TaskFailedError],
+    task_name: str,
+    what: str,
+) -> DurableFuture[Any]:
+    """``future``, its value validated as ``result_type`` on delivery (every replay does it again)."""
+    if result_type is None:
+        return future
+
+    def convert(value: Any) -> Any:
+        try:
+            return validate_as(result_type, value, what)
+        except DurableError as exc:
+            assert exc.error is not None
+            raise error_type(task_name, exc.error) from None
+
+    return ConvertedFuture(future, convert)
 
 
 @dataclass

@@ -9,7 +9,6 @@ history is new and becomes outbound work. The executor does no I/O.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -17,8 +16,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from .context import ContinueAsNew, OrchestrationContext
-from .errors import (
+from ._context import ContinueAsNew, OrchestrationContext
+from ._errors import (
     ActivityError,
     DurableError,
     ErrorCategory,
@@ -28,11 +27,12 @@ from .errors import (
     SubOrchestrationError,
     TaskFailedError,
 )
-from .futures import DurableFuture
-from .history import SCHEDULE_KINDS, EventKind, HistoryEvent
-from .messages import ActivityTask
-from .provider import NewInstance
-from .registry import OrchestrationFn
+from ._futures import DurableFuture
+from ._history import SCHEDULE_KINDS, EventKind, HistoryEvent
+from ._messages import ActivityTask
+from ._provider import NewInstance
+from ._registry import OrchestrationFn
+from ._serialization import ensure_json
 
 
 class OutcomeKind(StrEnum):
@@ -70,13 +70,6 @@ class TurnResult:
 
 def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value)
-
-
-def ensure_json(value: Any, what: str) -> None:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{what} is not JSON-serialisable: {exc}") from None
 
 
 @dataclass
