@@ -61,7 +61,7 @@ def test_the_contracts_hold() -> None:
         ("toygres/models/lifecycle.py", "import activities", "Layers"),
         ("toygres/models/lifecycle.py", "import toygres.metadata", "Inside the domain"),
         ("activities/health.py", "import control_plane", "Layers"),
-        ("durable_engine/retry.py", "import toygres.models", "The engine is a library of its own"),
+        ("durable_engine/_retry.py", "import toygres.models", "The engine is a library of its own"),
     ],
 )
 def test_an_upward_import_breaks_a_contract(
