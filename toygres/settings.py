@@ -11,11 +11,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -25,6 +26,42 @@ _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _IMAGE_REPO_RE = re.compile(r"^[a-z0-9]+([._/:-][a-z0-9]+)*$")
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class DatabaseAuth(StrEnum):
+    """How connections to the metadata database authenticate.
+
+    ``entra``: no password in ``database_url``; every new connection presents a Microsoft Entra token
+    for ``https://ossrdbms-aad.database.windows.net/.default`` (Azure Database for PostgreSQL).
+    """
+
+    PASSWORD = "password"
+    ENTRA = "entra"
+
+
+class DatabasePooler(StrEnum):
+    """What sits between Toygres and PostgreSQL.
+
+    ``transaction``: a transaction-mode pooler (Azure's built-in PgBouncer on port 6432), so no
+    session state survives a transaction: no LISTEN, no session ``SET``, no session advisory locks.
+    """
+
+    NONE = "none"
+    TRANSACTION = "transaction"
+
+
+class AuthMode(StrEnum):
+    """Who authenticates callers of the HTTP API.
+
+    ``jwt``: the app validates Entra ID (or any OIDC) bearer tokens itself against ``auth.issuer``,
+    ``auth.audience`` and ``auth.jwks_url``. ``app-service``: App Service Authentication validated the
+    caller and the app trusts its ``X-MS-CLIENT-PRINCIPAL`` header (only safe behind that platform).
+    """
+
+    NONE = "none"
+    JWT = "jwt"
+    APP_SERVICE = "app-service"
 
 
 def _split_list(value: object) -> object:
@@ -60,6 +97,9 @@ class KubernetesSettings(BaseModel):
     service_type: ServiceType = ServiceType.CLUSTER_IP
     load_balancer_source_ranges: Annotated[list[str], NoDecode] = Field(default_factory=list)
     image_repository: str = "postgres"
+    #: LoadBalancer Services of instances get ``service.beta.kubernetes.io/azure-load-balancer-internal``
+    #: so they get a private IP in the cluster's virtual network (the Azure profile's default)
+    internal_load_balancer: bool = False
 
     @field_validator("namespace")
     @classmethod
@@ -117,6 +157,35 @@ class KubernetesSettings(BaseModel):
         return bool(self.aks_subscription_id and self.aks_resource_group and self.aks_cluster_name)
 
 
+class AuthSettings(BaseModel):
+    """Authentication of API callers (``TOYGRES_AUTH__*``); ``jwt`` needs issuer, audience and JWKS URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: AuthMode = AuthMode.NONE
+    #: expected ``iss`` claim, e.g. ``https://login.microsoftonline.com/<tenant id>/v2.0``
+    issuer: str | None = None
+    #: expected ``aud`` claim: the API's application id URI (``api://<client id>``) or client id
+    audience: str | None = None
+    #: where the signing keys are, e.g. ``https://login.microsoftonline.com/<tenant id>/discovery/v2.0/keys``
+    jwks_url: str | None = None
+
+    @field_validator("issuer", "jwks_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise PydanticCustomError("https_url", "auth.issuer and auth.jwks_url must be https:// URLs")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> AuthSettings:
+        if self.mode is AuthMode.JWT and not (self.issuer and self.audience and self.jwks_url):
+            raise PydanticCustomError(
+                "auth_jwt", "auth.mode 'jwt' needs auth.issuer, auth.audience and auth.jwks_url"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """All Toygres settings. ``database_url`` is optional: ``toygres serve`` can run an embedded server."""
 
@@ -130,6 +199,19 @@ class Settings(BaseSettings):
     )
 
     database_url: SecretStr | None = None
+    #: ``entra``: connect with Microsoft Entra tokens instead of a password (Azure Database for PostgreSQL)
+    database_auth: DatabaseAuth = DatabaseAuth.PASSWORD
+    #: ``transaction``: ``database_url`` points at a transaction-mode pooler (PgBouncer, port 6432)
+    database_pooler: DatabasePooler = DatabasePooler.NONE
+    #: apply the schema migrations when the control plane starts; off in Azure, where
+    #: ``scripts/azure/deploy.sh`` runs ``toygres migrate`` over a direct (non-pooled) connection
+    migrate_on_start: bool = True
+    #: offer the ``local`` runtime (PostgreSQL processes on this host); off where the host is ephemeral
+    local_runtime_enabled: bool = True
+    #: client id of the user-assigned managed identity (read as ``AZURE_CLIENT_ID``, the variable
+    #: ``DefaultAzureCredential`` itself reads), for database tokens, AKS credentials and Storage
+    azure_client_id: str | None = Field(default=None, validation_alias="AZURE_CLIENT_ID")
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     engine_schema: str = "durable"
     cms_schema: str = "toygres"
     default_runtime: RuntimeKind = RuntimeKind.KUBERNETES
@@ -147,6 +229,13 @@ class Settings(BaseSettings):
                 "schema names must be lowercase PostgreSQL identifiers: letters, digits and '_', "
                 "starting with a letter or '_', at most 63 characters",
             )
+        return value
+
+    @field_validator("azure_client_id")
+    @classmethod
+    def _client_id(cls, value: str | None) -> str | None:
+        if value is not None and not _UUID_RE.match(value):
+            raise PydanticCustomError("client_id", "AZURE_CLIENT_ID must be a client id (a GUID)")
         return value
 
     @field_validator("database_url")
