@@ -129,6 +129,7 @@ resource cluster 'Microsoft.ContainerService/managedClusters@2024-09-01' = {
         osSKU: 'AzureLinux'
         type: 'VirtualMachineScaleSets'
         vmSize: nodeVmSize
+        osDiskType: 'Ephemeral'
         count: nodeCount
         minCount: nodeCount
         maxCount: maxNodeCount
