@@ -124,7 +124,9 @@ def test_expression_values_have_the_right_shape() -> None:
     assert allowed and all(AuthMode(v) for v in allowed)
     assert AuthMode.NONE.value not in allowed, "Azure never runs without authentication"
 
-    pool = app.params[str(settings["TOYGRES_FUNCTIONS_POOL_SIZE"]["function"]["parameters"]["value_to_convert"])]
+    pool = app.params[
+        str(settings["TOYGRES_FUNCTIONS_POOL_SIZE"]["function"]["parameters"]["value_to_convert"])
+    ]
     field = FunctionsSettings.model_fields["pool_size"]
     low = next(m.ge for m in field.metadata if hasattr(m, "ge"))
     high = next(m.le for m in field.metadata if hasattr(m, "le"))

@@ -115,7 +115,9 @@ def test_function_timeout_fits_flex_consumption() -> None:
     timeout = _timespan(str(_host()["functionTimeout"]))
     assert timedelta(0) < timeout <= FLEX_SCALE_IN_GRACE
     bundle = _host()["extensionBundle"]
-    assert isinstance(bundle, dict) and re.match(r"^\[4\.", bundle["version"]), "Flex needs bundle [4.0.0, 5.0.0)"
+    assert isinstance(bundle, dict) and re.match(r"^\[4\.", bundle["version"]), (
+        "Flex needs bundle [4.0.0, 5.0.0)"
+    )
 
 
 def test_budgets_leave_room_before_the_timeout() -> None:
