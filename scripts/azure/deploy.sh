@@ -344,7 +344,7 @@ if want database; then
     fi
     log "applying migrations (direct connection, port 5432)"
     toygres_cli="$(command -v toygres || echo "$ROOT/.venv/bin/toygres")"
-    [ -x "$toygres_cli" ] || die "the toygres CLI is not installed" "Run 'bash scripts/run.sh --help' once (it creates .venv), or pip install -e ."
+    [ -x "$toygres_cli" ] || die "the toygres CLI is not installed" "python3 -m venv .venv && .venv/bin/pip install -e . (in the repository)"
     TOYGRES_DATABASE_URL="postgresql://$PGUSER@$PGHOST:5432/$PGDATABASE?sslmode=require" "$toygres_cli" migrate
     log "granting $identity its privileges"
     psql -X -v ON_ERROR_STOP=1 -v "identity=$identity" -v engine_schema=durable -v cms_schema=toygres \
