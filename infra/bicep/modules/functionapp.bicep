@@ -159,7 +159,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
-    clientCertMode: 'Optional'
     virtualNetworkSubnetId: subnetId
     siteConfig: {
       minTlsVersion: '1.2'
