@@ -7,6 +7,9 @@ Budgets are settings (``TOYGRES_FUNCTIONS_*``) so operators can fit them to ``fu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -18,6 +21,47 @@ ACTIVITY_QUEUE = "activity-hints"
 STORAGE_CONNECTION = "AzureWebJobsStorage"
 #: NCRONTAB (with seconds): the sweep runs at the start of every minute
 SWEEP_SCHEDULE = "0 */1 * * * *"
+
+#: The app settings the code needs in Azure (Flex Consumption, managed identity, Entra-only PostgreSQL
+#: behind the built-in PgBouncer, AKS), mapped to the value they must have there, or ``None`` where the
+#: value is deployment-specific (a URL, a resource name). ``infra/bicep`` must set each one on the
+#: Function App; ``tests/infra`` checks it, and checks that every ``TOYGRES_*`` setting Bicep sets is a
+#: real field of ``toygres.settings.Settings`` or ``FunctionsSettings``.
+AZURE_APP_SETTINGS: Mapping[str, str | None] = MappingProxyType(
+    {
+        # the host's own storage, by identity: no key anywhere (functions/hints.py reads the
+        # __queueServiceUri form and authenticates with DefaultAzureCredential, hence AZURE_CLIENT_ID)
+        f"{STORAGE_CONNECTION}__credential": "managedidentity",
+        f"{STORAGE_CONNECTION}__clientId": None,
+        f"{STORAGE_CONNECTION}__blobServiceUri": None,
+        f"{STORAGE_CONNECTION}__queueServiceUri": None,
+        "AZURE_CLIENT_ID": None,
+        # Application Insights with local auth off: the identity authenticates the telemetry
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": None,
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": None,
+        # the metadata database: no password, Entra tokens, through PgBouncer (port 6432)
+        "TOYGRES_DATABASE_URL": None,
+        "TOYGRES_DATABASE_AUTH": "entra",
+        "TOYGRES_DATABASE_POOLER": "transaction",
+        "TOYGRES_MIGRATE_ON_START": "false",
+        "TOYGRES_FUNCTIONS_POOL_SIZE": None,
+        # callers: Entra ID tokens (validated by the app, and by App Service Authentication in front)
+        "TOYGRES_AUTH__MODE": None,
+        "TOYGRES_AUTH__ISSUER": None,
+        "TOYGRES_AUTH__AUDIENCE": None,
+        "TOYGRES_AUTH__JWKS_URL": None,
+        # instances: on AKS only, reachable from the Function App's subnet through internal load balancers
+        "TOYGRES_LOCAL_RUNTIME_ENABLED": "false",
+        "TOYGRES_DEFAULT_RUNTIME": "kubernetes",
+        "TOYGRES_KUBERNETES__AKS_SUBSCRIPTION_ID": None,
+        "TOYGRES_KUBERNETES__AKS_RESOURCE_GROUP": None,
+        "TOYGRES_KUBERNETES__AKS_CLUSTER_NAME": None,
+        "TOYGRES_KUBERNETES__NAMESPACE": None,
+        "TOYGRES_KUBERNETES__STORAGE_CLASS": None,
+        "TOYGRES_KUBERNETES__SERVICE_TYPE": "LoadBalancer",
+        "TOYGRES_KUBERNETES__INTERNAL_LOAD_BALANCER": "true",
+    }
+)
 
 
 class FunctionsSettings(BaseSettings):

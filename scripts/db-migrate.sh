@@ -5,6 +5,7 @@
 set -euo pipefail
 # shellcheck source=scripts/dev-env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/dev-env.sh"
+# shellcheck disable=SC2119  # no argument on purpose: reinstall only when pyproject.toml changed
 toygres_setup
 cd "$TOYGRES_ROOT"
 : "${TOYGRES_DATABASE_URL:?set TOYGRES_DATABASE_URL to the PostgreSQL database to migrate}"

@@ -26,6 +26,45 @@ _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _IMAGE_REPO_RE = re.compile(r"^[a-z0-9]+([._/:-][a-z0-9]+)*$")
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class DatabaseAuth(StrEnum):
+    """How connections to the metadata database authenticate.
+
+    ``entra``: no password in ``database_url``; every new connection presents a Microsoft Entra token
+    for ``https://ossrdbms-aad.database.windows.net/.default`` (Azure Database for PostgreSQL).
+    """
+
+    PASSWORD = "password"
+    ENTRA = "entra"
+
+
+class DatabasePooler(StrEnum):
+    """What sits between Toygres and PostgreSQL.
+
+    ``transaction``: a transaction-mode pooler (Azure's built-in PgBouncer on port 6432), so no
+    session state survives a transaction: no LISTEN, no session ``SET``, no session advisory locks.
+    """
+
+    NONE = "none"
+    TRANSACTION = "transaction"
+
+
+class AuthMode(StrEnum):
+    """Who authenticates callers of the HTTP API.
+
+    ``none``: nobody (every caller may do everything); ``toygres serve`` allows it on loopback only.
+    ``jwt``: the API validates bearer JWTs itself against ``auth.issuer``, ``auth.audience`` and
+    ``auth.jwks_url``. ``app-service``: App Service Authentication (Easy Auth) in front of the
+    Functions app validated the caller; the API trusts the ``X-MS-CLIENT-PRINCIPAL`` header the
+    platform adds. Never choose it where requests can reach the app without passing through that
+    platform layer.
+    """
+
+    NONE = "none"
+    JWT = "jwt"
+    APP_SERVICE = "app-service"
 
 
 def _split_list(value: object) -> object:
@@ -61,6 +100,9 @@ class KubernetesSettings(BaseModel):
     service_type: ServiceType = ServiceType.CLUSTER_IP
     load_balancer_source_ranges: Annotated[list[str], NoDecode] = Field(default_factory=list)
     image_repository: str = "postgres"
+    #: LoadBalancer Services of instances get ``service.beta.kubernetes.io/azure-load-balancer-internal``
+    #: so they get a private IP in the cluster's virtual network (the Azure profile's default)
+    internal_load_balancer: bool = False
 
     @field_validator("namespace")
     @classmethod
@@ -118,30 +160,17 @@ class KubernetesSettings(BaseModel):
         return bool(self.aks_subscription_id and self.aks_resource_group and self.aks_cluster_name)
 
 
-class AuthMode(StrEnum):
-    """Who authenticates API callers.
-
-    ``none``: nobody (every caller may do everything); ``toygres serve`` allows it on loopback only.
-    ``jwt``: the API validates bearer JWTs itself against ``issuer``, ``audience`` and ``jwks_url``.
-    ``app-service``: App Service Authentication (Easy Auth) in front of the Functions app has
-    validated the caller; the API trusts the ``X-MS-CLIENT-PRINCIPAL`` header the platform adds.
-    Never choose it where requests can reach the app without passing through that platform layer.
-    """
-
-    NONE = "none"
-    JWT = "jwt"
-    APP_SERVICE = "app-service"
-
-
 class AuthSettings(BaseModel):
     """How the HTTP API authenticates callers (``TOYGRES_AUTH__*``); roles come from the ``roles`` claim."""
 
     model_config = ConfigDict(extra="forbid")
 
     mode: AuthMode = AuthMode.NONE
+    #: expected ``iss`` claim, e.g. ``https://login.microsoftonline.com/<tenant id>/v2.0``
     issuer: str | None = None
-    #: the API's application id URI or client id, as tokens carry it in ``aud``
+    #: expected ``aud`` claim: the API's application id URI (``api://<client id>``) or client id
     audience: str | None = None
+    #: where the signing keys are, e.g. ``https://login.microsoftonline.com/<tenant id>/discovery/v2.0/keys``
     jwks_url: str | None = None
     #: clock skew tolerated on ``exp`` and ``nbf``
     leeway_seconds: int = Field(default=60, ge=0, le=600)
@@ -181,11 +210,23 @@ class Settings(BaseSettings):
     )
 
     database_url: SecretStr | None = None
+    #: ``entra``: connect with Microsoft Entra tokens instead of a password (Azure Database for PostgreSQL)
+    database_auth: DatabaseAuth = DatabaseAuth.PASSWORD
+    #: ``transaction``: ``database_url`` points at a transaction-mode pooler (PgBouncer, port 6432)
+    database_pooler: DatabasePooler = DatabasePooler.NONE
+    #: apply the schema migrations when the control plane starts; off in Azure, where
+    #: ``scripts/azure/deploy.sh`` runs ``toygres migrate`` over a direct (non-pooled) connection
+    migrate_on_start: bool = True
+    #: offer the ``local`` runtime (PostgreSQL processes on this host); off where the host is ephemeral
+    local_runtime_enabled: bool = True
+    #: client id of the user-assigned managed identity (read as ``AZURE_CLIENT_ID``, the variable
+    #: ``DefaultAzureCredential`` itself reads), for database tokens, AKS credentials and Storage
+    azure_client_id: str | None = Field(default=None, validation_alias="AZURE_CLIENT_ID")
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     engine_schema: str = "durable"
     cms_schema: str = "toygres"
     default_runtime: RuntimeKind = RuntimeKind.KUBERNETES
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
-    auth: AuthSettings = Field(default_factory=AuthSettings)
     health_check_interval_seconds: int = Field(default=30, ge=5, le=3600)
     readiness_deadline_seconds: int = Field(default=600, ge=30, le=7200)
     local_data_dir: Path = Path("~/.toygres/instances")
@@ -199,6 +240,13 @@ class Settings(BaseSettings):
                 "schema names must be lowercase PostgreSQL identifiers: letters, digits and '_', "
                 "starting with a letter or '_', at most 63 characters",
             )
+        return value
+
+    @field_validator("azure_client_id")
+    @classmethod
+    def _client_id(cls, value: str | None) -> str | None:
+        if value is not None and not _UUID_RE.match(value):
+            raise PydanticCustomError("client_id", "AZURE_CLIENT_ID must be a client id (a GUID)")
         return value
 
     @field_validator("database_url")
