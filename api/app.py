@@ -37,8 +37,9 @@ from toygres.models import (
     InstanceState,
     ListInstancesResponse,
     OperationStatus,
+    ServiceType,
 )
-from toygres.settings import AuthSettings
+from toygres.settings import AuthSettings, Settings
 
 log = logging.getLogger("toygres.api")
 
@@ -103,6 +104,35 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def check_exposure(body: CreateInstanceRequest, settings: Settings, caller: Principal) -> None:
+    """Only an admin may expose an instance beyond the cluster, and only to configured sources.
+
+    A ``LoadBalancer`` Service without the internal annotation gets a public IP: it is refused
+    unless the caller holds ``Toygres.Admin`` and ``TOYGRES_KUBERNETES__LOAD_BALANCER_SOURCE_RANGES``
+    limits who can connect. Internal load balancers stay in the virtual network and need no more
+    than creating the instance does.
+    """
+    kube = settings.kubernetes
+    if (
+        body.service_type or kube.service_type
+    ) is not ServiceType.LOAD_BALANCER or kube.internal_load_balancer:
+        return
+    if not caller.has(Role.ADMIN):
+        message = (
+            "a public LoadBalancer exposes the instance beyond the cluster: this needs the role "
+            f"{Role.ADMIN.value}"
+        )
+        raise ApiError(403, "forbidden", message, fields=[{"field": "service_type", "message": message}])
+    if not kube.load_balancer_source_ranges:
+        message = (
+            "a public LoadBalancer needs source ranges: set TOYGRES_KUBERNETES__LOAD_BALANCER_SOURCE_RANGES "
+            "(or TOYGRES_KUBERNETES__INTERNAL_LOAD_BALANCER=true for a private address)"
+        )
+        raise ApiError(
+            422, "exposure_not_allowed", message, fields=[{"field": "service_type", "message": message}]
+        )
+
+
 def _operation_location(operation_id: str) -> str:
     return f"{API_PREFIX}/operations/{operation_id}"
 
@@ -124,6 +154,7 @@ def _build_router() -> APIRouter:
     async def create_instance(
         caller: Operator, body: CreateInstanceRequest, plane: Plane, response: Response
     ) -> CreateInstanceResponse:
+        check_exposure(body, plane.settings, caller)
         created = await plane.create_instance(body)
         log.info(
             "create requested by %s: instance %s (%s), operation %s",

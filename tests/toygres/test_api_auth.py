@@ -212,3 +212,39 @@ def test_serve_refuses_a_public_address_without_authentication(tmp_path: Path) -
     assert result.returncode == 2, result.stdout + result.stderr
     assert "refusing to listen on 0.0.0.0 without authentication" in result.stdout + result.stderr
     assert not (tmp_path / "pg").exists()  # refused before anything was started
+
+
+@pytest.mark.parametrize(
+    ("roles", "kubernetes", "status", "code"),
+    [
+        ([OPERATOR], {}, 403, "forbidden"),  # public exposure is an admin's decision
+        ([ADMIN], {}, 422, "exposure_not_allowed"),  # and only to configured source ranges
+        ([ADMIN], {"load_balancer_source_ranges": ["203.0.113.0/24"]}, 202, None),
+        ([OPERATOR], {"internal_load_balancer": True}, 202, None),  # a private address: any operator
+    ],
+    ids=["operator-public", "admin-no-ranges", "admin-with-ranges", "operator-internal"],
+)
+async def test_a_public_load_balancer_needs_an_admin_and_source_ranges(
+    jwt_api: httpx.AsyncClient,
+    entra: EntraStandin,
+    plane: ControlPlane,
+    pg_tmp_dir: Path,
+    roles: list[str],
+    kubernetes: dict[str, Any],
+    status: int,
+    code: str | None,
+) -> None:
+    plane.settings = local_settings(pg_tmp_dir / "instances", kubernetes=kubernetes)
+    response = await jwt_api.post(
+        "/api/instances",
+        json={"name": "exposed", "service_type": "LoadBalancer"},
+        headers=bearer(entra.token(audience=AUDIENCE, roles=roles)),
+    )
+    assert response.status_code == status, response.text
+    if code is not None:
+        error = response.json()["error"]
+        assert error["code"] == code and error["fields"][0]["field"] == "service_type"
+        listed = await jwt_api.get(
+            "/api/instances", headers=bearer(entra.token(audience=AUDIENCE, roles=[ADMIN]))
+        )
+        assert listed.json()["items"] == []  # nothing was recorded
