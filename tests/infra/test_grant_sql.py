@@ -65,7 +65,7 @@ def test_identity_can_run_the_control_plane_after_the_grants(pg_dsn: str, roles:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOYGRES_")}
 
     migrate = subprocess.run(
-        [sys.executable, "-m", "toygres.cli", "migrate"],
+        [sys.executable, "-m", "cli", "migrate"],
         env=env | {"TOYGRES_DATABASE_URL": deployer_dsn},
         capture_output=True,
         text=True,

@@ -59,15 +59,19 @@ def test_the_azure_profile_parses(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"TOYGRES_AUTH__MODE": "jwt"}, "needs auth.issuer, auth.audience and auth.jwks_url"),
+        ({"TOYGRES_AUTH__MODE": "jwt"}, "needs auth.issuer, auth.audience, auth.jwks_url"),
+        (
+            {"TOYGRES_AUTH__MODE": "jwt", "TOYGRES_AUTH__AUDIENCE": "x"},
+            "needs auth.issuer, auth.jwks_url (TOYGRES_AUTH__ISSUER, __AUDIENCE, __JWKS_URL)",
+        ),
         (
             {
                 "TOYGRES_AUTH__MODE": "jwt",
-                "TOYGRES_AUTH__ISSUER": "http://login.example/v2.0",
+                "TOYGRES_AUTH__ISSUER": "https://login.example/v2.0",
                 "TOYGRES_AUTH__AUDIENCE": "x",
-                "TOYGRES_AUTH__JWKS_URL": "https://login.example/keys",
+                "TOYGRES_AUTH__JWKS_URL": "http://login.example/keys",
             },
-            "must be https:// URLs",
+            "auth.jwks_url must be an https:// URL",
         ),
         ({"TOYGRES_AUTH__MODE": "basic"}, "auth.mode"),
         ({"AZURE_CLIENT_ID": "not-a-guid"}, "must be a client id"),
