@@ -280,7 +280,12 @@ class EmbeddedPostgres:
 
     def file_path(self, name: str) -> Path:
         """Where the file ``name`` given in ``files`` is written."""
-        return self.data_dir / _FILES_DIR / name
+        return self.files_dir(self.data_dir) / name
+
+    @staticmethod
+    def files_dir(data_dir: Path) -> Path:
+        """The directory ``files`` go to for a server in ``data_dir`` (known before constructing it)."""
+        return Path(data_dir).absolute() / _FILES_DIR
 
     def dsn(self, dbname: str = "postgres", *, with_password: bool = False) -> str:
         """libpq URL for this server; the password is included only when asked for."""
@@ -466,7 +471,7 @@ class EmbeddedPostgres:
     def _write_files(self) -> None:
         if not self._files:
             return
-        directory = self.data_dir / _FILES_DIR
+        directory = self.files_dir(self.data_dir)
         directory.mkdir(mode=0o700, exist_ok=True)
         if self._as_other_user:
             st = self.data_dir.stat()
