@@ -46,9 +46,15 @@ app = typer.Typer(
 instances_app = typer.Typer(
     help="Create, list, inspect and delete PostgreSQL instances.", no_args_is_help=True
 )
-operations_app = typer.Typer(help="Inspect create and delete operations.", no_args_is_help=True)
+operations_app = typer.Typer(
+    help="Inspect create, delete, rollout and rotation operations.", no_args_is_help=True
+)
+catalog_app = typer.Typer(
+    help="The pinned PostgreSQL images, and rolling instances onto them.", no_args_is_help=True
+)
 app.add_typer(instances_app, name="instances")
 app.add_typer(operations_app, name="operations")
+app.add_typer(catalog_app, name="catalog")
 
 
 # request fields -> the option a CLI user typed, for local validation messages
@@ -61,6 +67,8 @@ _OPTION_FOR_FIELD = {
     "username": "--username",
     "database": "--database",
     "password": "--password-stdin",
+    "allowed_sources": "--allow",
+    "server_parameters": "--param",
 }
 
 
@@ -137,6 +145,14 @@ class ApiClient:
         self._http.close()
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def text(self, path: str) -> str:
+        """A GET whose answer is not JSON (a PEM certificate)."""
+        return self._request("GET", path).text
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path.lstrip("/"), **kwargs)
         except httpx.HTTPError as exc:
@@ -145,7 +161,7 @@ class ApiClient:
                 details=["Is `toygres serve` running? Set --url or TOYGRES_API_URL to point elsewhere."],
             ) from None
         if response.is_success:
-            return response.json() if response.content else None
+            return response
         raise _api_failure(response)
 
 
@@ -215,7 +231,7 @@ def _local_request(body: dict[str, Any]) -> None:
         CreateInstanceRequest.model_validate(body)
     except ValidationError as exc:
         problems = validation_errors(exc)
-        options = [_OPTION_FOR_FIELD.get(p["field"], p["field"]) for p in problems]
+        options = [_OPTION_FOR_FIELD.get(p["field"].split(".")[0], p["field"]) for p in problems]
         hint = ", ".join(f"'{option}'" for option in dict.fromkeys(options))
         raise typer.BadParameter("; ".join(p["message"] for p in problems), param_hint=hint) from None
 
@@ -239,6 +255,18 @@ def create_instance(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from stdin (else one is generated).")
     ] = False,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            help="Who may connect besides the control plane: a CIDR (10.0.0.0/8) or ns:LABEL=VALUE[,…] "
+            "(pods of the namespaces with those labels). Repeatable.",
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="A server parameter NAME=VALUE from the allow-list. Repeatable."),
+    ] = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = 900,
     poll_interval: PollOption = 1.0,
@@ -255,6 +283,10 @@ def create_instance(
         "database": database,
     }
     body.update({key: value for key, value in optional.items() if value is not None})
+    if allow:
+        body["allowed_sources"] = [_ingress_source(item) for item in allow]
+    if param:
+        body["server_parameters"] = dict(_parameter(item) for item in param)
     if password_stdin:
         # from a terminal: prompt without echo; from a pipe: the first line
         tty = sys.stdin.isatty()
@@ -290,6 +322,26 @@ def create_instance(
         _stdout().print(
             f"[green]✓[/] {instance['name']} is {instance['state']}: {instance.get('connection_string')}"
         )
+
+
+def _ingress_source(text: str) -> dict[str, Any]:
+    """``10.0.0.0/8`` -> a CIDR source; ``ns:team=web,env=prod`` -> a namespace selector."""
+    if not text.startswith("ns:"):
+        return {"cidr": text}
+    labels: dict[str, str] = {}
+    for pair in text[3:].split(","):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{text!r}: write ns:LABEL=VALUE[,LABEL=VALUE]", param_hint="'--allow'")
+        labels[key.strip()] = value.strip()
+    return {"namespace_selector": labels}
+
+
+def _parameter(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise typer.BadParameter(f"{text!r}: write NAME=VALUE", param_hint="'--param'")
+    return name.strip(), value.strip()
 
 
 def _show_created(created: dict[str, Any]) -> None:
@@ -346,6 +398,7 @@ _INSTANCE_FIELDS = (
     "k8s_name",
     "k8s_namespace",
     "connection_string",
+    "connection_security",
     "username",
     "database",
     "last_health_check_at",
@@ -388,6 +441,27 @@ def get_instance(
             _stdout().print(f"password     in the file {ref.get('name')}", markup=False)
         elif ref:
             _stdout().print(f"password     in Secret {ref.get('namespace')}/{ref.get('name')}", markup=False)
+
+
+@instances_app.command("ca")
+def instance_ca(
+    instance_id: Annotated[UUID, typer.Argument(metavar="ID", help="Instance id.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the certificate to this file (else stdout).")
+    ] = None,
+    url: UrlOption = DEFAULT_API_URL,
+) -> None:
+    """Print the CA certificate to verify the instance with (sslmode=verify-full, sslrootcert=FILE)."""
+    try:
+        with ApiClient(url) as client:
+            pem = client.text(f"instances/{instance_id}/ca")
+    except CliFailure as failure:
+        _fail(failure)
+    if output is None:
+        typer.echo(pem, nl=False)
+        return
+    output.write_text(pem)
+    _stderr().print(f"wrote {output}; connect with sslmode=verify-full sslrootcert={output}", markup=False)
 
 
 @instances_app.command("delete")
@@ -452,6 +526,61 @@ def get_operation(
         _print_json(operation)
     else:
         _show_fields(operation, _OPERATION_FIELDS)
+
+
+# --------------------------------------------------------------------------------------------------
+# image catalog
+# --------------------------------------------------------------------------------------------------
+
+
+@catalog_app.command("show")
+def show_catalog(url: UrlOption = DEFAULT_API_URL, as_json: JsonOption = False) -> None:
+    """The image, pinned by digest, that each PostgreSQL major version runs."""
+    catalog = _get(url, "image-catalog")
+    if as_json:
+        _print_json(catalog)
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for major, image in catalog["images"].items():
+        grid.add_row(major, image)
+    _stdout().print(grid)
+
+
+@catalog_app.command("rollout")
+def rollout_catalog(
+    wait: WaitOption = False,
+    timeout: TimeoutOption = 3600,
+    poll_interval: PollOption = 2.0,
+    url: UrlOption = DEFAULT_API_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Restart running instances onto the catalog's images, one at a time (after a catalog change)."""
+    try:
+        with ApiClient(url) as client:
+            started: dict[str, Any] = client.call("POST", "image-catalog/rollouts")
+            if not wait:
+                if as_json:
+                    _print_json(started)
+                else:
+                    _stdout().print(f"Rolling out the image catalog: operation {started['operation_id']}")
+                return
+            operation = _wait_operation(
+                client, started["operation_id"], timeout=timeout, interval=poll_interval
+            )
+            if as_json:
+                _print_json(operation)
+            if operation["status"] != "Completed":
+                raise _operation_failure(operation)
+    except CliFailure as failure:
+        _fail(failure)
+    if not as_json:
+        output = operation.get("custom_status") or {}
+        _stdout().print(
+            f"[green]✓[/] rollout {operation['operation_id']}: {len(output.get('rolled', []))} instance(s) "
+            f"rolled, {len(output.get('skipped', []))} skipped"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
