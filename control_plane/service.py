@@ -319,6 +319,7 @@ class ControlPlane:
                 rotation_id, "RotateCertificates", params.model_dump(mode="json")
             )
             await self._started(rotation_id)
+        await self._purge_earlier_windows("RotateCertificates", rotation_id)
         return rotation_id
 
     async def _started(self, instance_id: str) -> None:
