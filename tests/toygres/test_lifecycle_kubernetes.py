@@ -34,6 +34,7 @@ from toygres.runtimes.tls_secrets import KubernetesSecretCaStore
 from toygres.settings import Settings
 
 from .plane import FAST, control_plane
+from .secret_search import rows_containing
 
 # Kubernetes instances serve TLS, which the stand-in's pods can only do on Debian's PostgreSQL
 pytestmark = [pytest.mark.postgres, pytest.mark.skipif(tls_pg_bin_dir() is None, reason=SKIP_REASON)]
@@ -137,6 +138,18 @@ async def test_lifecycle_on_kubernetes(
         await wait_for(healthy_checks)
         checks = await cp.metadata.list_health_checks(created.instance_id)
         assert any(c.message and "certificate verified" in c.message for c in checks)
+
+        # the private keys (the CA's, the server's) live in their Secrets only: not in a row of the
+        # metadata, nor in the engine's history and queues, which share this database
+        core = k8s.CoreV1Api(factory())
+        keys = [
+            base64.b64decode(core.read_namespaced_secret(name, ns).data["tls.key"]).decode()
+            for ns, name in (("toygres-system", "toygres-ca"), (NAMESPACE, f"{instance.k8s_name}-tls"))
+        ]
+        bodies = [key.split("-----")[2].strip().splitlines()[0] for key in keys]  # a line of each key
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+            searched, found = await rows_containing(conn, [*bodies, "PRIVATE KEY", password])
+        assert searched > 20 and found == []
         # a killed pod turns unhealthy within two intervals, and healthy again once restarted
         kube_apiserver.hold_down(NAMESPACE, f"{instance.k8s_name}-0")
         kube_apiserver.kill_pod(NAMESPACE, f"{instance.k8s_name}-0")
