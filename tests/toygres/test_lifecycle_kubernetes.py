@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import psycopg
 import pytest
 from kubernetes import client as k8s
 
+from api.app import create_app
 from control_plane.service import ControlPlane
 from durable_engine import PostgresProvider, Runtime, RuntimeStatus
 from tests.standins.arm import ArmServer, StaticTokenCredential
@@ -121,8 +123,15 @@ async def test_lifecycle_on_kubernetes(
         secret = k8s.CoreV1Api(factory()).read_namespaced_secret(instance.password_ref.name, NAMESPACE)
         password = base64.b64decode(secret.data["password"]).decode()
         assert "sslmode=verify-full" in instance.connection_string
+        app = create_app(lambda: cp)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://toygres"
+        ) as api:
+            response = await api.get(f"/api/instances/{created.instance_id}/ca")
+        assert response.status_code == 200 and response.headers["content-type"] == "application/x-pem-file"
+        assert response.text == await cp.get_instance_ca(created.instance_id)
         ca_file = tmp_path / "ca.crt"
-        ca_file.write_text(await cp.get_instance_ca(created.instance_id))
+        ca_file.write_text(response.text)
         async with await psycopg.AsyncConnection.connect(
             instance.connection_string, password=password, sslrootcert=str(ca_file), autocommit=True
         ) as conn:
