@@ -196,6 +196,40 @@ def _wait_operation(
             time.sleep(interval)
 
 
+def _run_operation(
+    url: str,
+    method: str,
+    path: str,
+    *,
+    started_text: str,
+    wait: bool,
+    timeout: float,
+    poll_interval: float,
+    as_json: bool,
+) -> dict[str, Any] | None:
+    """Start an operation (the API answers 202 with its id); with ``wait``, return it once it ended
+    Completed, or fail with exit code 1. Prints what a person (or ``--json``) wants to see."""
+    try:
+        with ApiClient(url) as client:
+            started: dict[str, Any] = client.call(method, path)
+            if as_json and not wait:
+                _print_json(started)
+            elif not as_json:
+                _stdout().print(f"{started_text}: operation {started['operation_id']}", markup=False)
+            if not wait:
+                return None
+            operation = _wait_operation(
+                client, started["operation_id"], timeout=timeout, interval=poll_interval
+            )
+            if as_json:
+                _print_json(operation)
+            if operation["status"] != "Completed":
+                raise _operation_failure(operation)
+            return operation
+    except CliFailure as failure:
+        _fail(failure)
+
+
 def _operation_failure(operation: dict[str, Any]) -> CliFailure:
     error = operation.get("error") or {}
     reason = error.get("message") or "no reason recorded"
@@ -474,27 +508,17 @@ def delete_instance(
     as_json: JsonOption = False,
 ) -> None:
     """Delete an instance (its server, data and password). With --wait, until it is gone."""
-    try:
-        with ApiClient(url) as client:
-            started: dict[str, Any] = client.call("DELETE", f"instances/{instance_id}")
-            if not wait:
-                if as_json:
-                    _print_json(started)
-                else:
-                    _stdout().print(f"Deleting instance {instance_id}: operation {started['operation_id']}")
-                return
-            if not as_json:
-                _stdout().print(f"Deleting instance {instance_id}: operation {started['operation_id']}")
-            operation = _wait_operation(
-                client, started["operation_id"], timeout=timeout, interval=poll_interval
-            )
-            if as_json:
-                _print_json(operation)
-            if operation["status"] != "Completed":
-                raise _operation_failure(operation)
-    except CliFailure as failure:
-        _fail(failure)
-    if not as_json:
+    _run_operation(
+        url,
+        "DELETE",
+        f"instances/{instance_id}",
+        started_text=f"Deleting instance {instance_id}",
+        wait=wait,
+        timeout=timeout,
+        poll_interval=poll_interval,
+        as_json=as_json,
+    )
+    if wait and not as_json:
         _stdout().print(f"[green]✓[/] instance {instance_id} is deleted")
 
 
@@ -557,25 +581,17 @@ def rollout_catalog(
     as_json: JsonOption = False,
 ) -> None:
     """Restart running instances onto the catalog's images, one at a time (after a catalog change)."""
-    try:
-        with ApiClient(url) as client:
-            started: dict[str, Any] = client.call("POST", "image-catalog/rollouts")
-            if not wait:
-                if as_json:
-                    _print_json(started)
-                else:
-                    _stdout().print(f"Rolling out the image catalog: operation {started['operation_id']}")
-                return
-            operation = _wait_operation(
-                client, started["operation_id"], timeout=timeout, interval=poll_interval
-            )
-            if as_json:
-                _print_json(operation)
-            if operation["status"] != "Completed":
-                raise _operation_failure(operation)
-    except CliFailure as failure:
-        _fail(failure)
-    if not as_json:
+    operation = _run_operation(
+        url,
+        "POST",
+        "image-catalog/rollouts",
+        started_text="Rolling out the image catalog",
+        wait=wait,
+        timeout=timeout,
+        poll_interval=poll_interval,
+        as_json=as_json,
+    )
+    if operation is not None and not as_json:
         output = operation.get("custom_status") or {}
         _stdout().print(
             f"[green]✓[/] rollout {operation['operation_id']}: {len(output.get('rolled', []))} instance(s) "

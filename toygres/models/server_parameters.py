@@ -96,19 +96,26 @@ def _with_unit(
     return Decimal(match.group(1)) * units[unit] / units[default_unit]
 
 
+def _with_units(
+    kind: str, units: dict[str, Decimal], base: str, low: int, high: int, describe: str
+) -> ParameterRule:
+    """A number with a unit (``units``, relative to ``base``), stored as a whole number of ``base``."""
+
+    def check(name: str, value: object) -> str:
+        amount = _with_unit(value, units, base)
+        if amount is None or amount != amount.to_integral_value() or not low <= amount <= high:
+            raise _fail(name, describe)
+        return f"{int(amount)}{base}"
+
+    return ParameterRule(kind, describe, check)
+
+
 def _memory(low_kb: int, high_kb: int, example: str) -> ParameterRule:
     describe = (
         f"a memory size between {_kb_text(low_kb)} and {_kb_text(high_kb)} "
         f"(units kB, MB, GB; a bare number means kB), e.g. {example!r}"
     )
-
-    def check(name: str, value: object) -> str:
-        amount = _with_unit(value, _MEMORY_UNITS_KB, "kB")
-        if amount is None or amount != amount.to_integral_value() or not low_kb <= amount <= high_kb:
-            raise _fail(name, describe)
-        return f"{int(amount)}kB"
-
-    return ParameterRule("memory", describe, check)
+    return _with_units("memory", _MEMORY_UNITS_KB, "kB", low_kb, high_kb, describe)
 
 
 def _duration(low_ms: int, high_ms: int, example: str) -> ParameterRule:
@@ -116,14 +123,7 @@ def _duration(low_ms: int, high_ms: int, example: str) -> ParameterRule:
         f"a duration between {low_ms} ms and {high_ms // 3_600_000} h "
         f"(units us, ms, s, min, h, d; a bare number means ms; 0 disables), e.g. {example!r}"
     )
-
-    def check(name: str, value: object) -> str:
-        amount = _with_unit(value, _DURATION_UNITS_MS, "ms")
-        if amount is None or not low_ms <= amount <= high_ms:
-            raise _fail(name, describe)
-        return f"{int(amount)}ms"
-
-    return ParameterRule("duration", describe, check)
+    return _with_units("duration", _DURATION_UNITS_MS, "ms", low_ms, high_ms, describe)
 
 
 def _boolean() -> ParameterRule:
