@@ -95,10 +95,11 @@ def main(argv: list[str]) -> int:
         problems.append(f"checkov exited {returncode}")
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
+    skip_list = ", ".join(sorted(skipped_ids))
+    skipped = f"{len(all_failed) - len(failed)} skipped by {args.skip_file.name} ({skip_list})"
     print(
         f"checkov {args.framework}: {summary.get('passed', 0)} checks passed, {len(failed)} failed, "
-        f"{len(all_failed) - len(failed)} skipped by {args.skip_file.name} ({', '.join(sorted(skipped_ids))}), "
-        f"{parsing_errors} parse errors ({summary.get('resource_count', 0)} resources)"
+        f"{skipped}, {parsing_errors} parse errors ({summary.get('resource_count', 0)} resources)"
     )
     return 1 if problems else 0
 
