@@ -182,13 +182,23 @@ def test_tls_instance_verifies_rotates_and_is_removed(
     with connect(endpoint, ca_file) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
+    # a replaced CA (its Secret deleted: a new one is made) leaves the certificate without an issuer
+    # we trust: the instance counts as having none, and a rotation replaces it
+    CoreV1Api(runtime.api_client_factory()).delete_namespaced_secret("toygres-ca", CONTROL_NS)
+    fresh = make_runtime(kubeconfig_path)
+    new_ca = fresh.ca_certificate()
+    assert new_ca != ca_pem and fresh.certificate_status(SPEC) is None
+    reissued = fresh.rotate_certificate(SPEC, "")
+    assert reissued.sha256 != rotated.sha256 and issued_by_pem(fresh, reissued.sha256, new_ca)
+    assert fresh.certificate_status(SPEC) == reissued
+
     assert runtime.delete(SPEC) is True
     assert kube_apiserver.get_object("secrets", NS, "secure-tls") is None
     assert kube_apiserver.get_object("secrets", CONTROL_NS, "toygres-ca") is not None  # the CA stays
 
 
 def issued_by_pem(runtime: KubernetesRuntime, sha256: str, ca_pem: str) -> bool:
-    """The certificate in the instance's Secret has this fingerprint and our CA's signature."""
+    """The certificate in the instance's Secret has this fingerprint and the CA's signature."""
     data = CoreV1Api(runtime.api_client_factory()).read_namespaced_secret("secure-tls", NS).data
     cert = base64.b64decode(data["tls.crt"]).decode()
     return certificate_info(cert).sha256 == sha256 and issued_by(cert, ca_pem)

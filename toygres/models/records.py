@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, Field, computed_field
@@ -75,6 +76,19 @@ class InstanceMetadata(BaseModel):
         if self.deployment_config is not None:
             return self.deployment_config.connection_uri(self.host, self.port)
         return connection_uri(self.host, self.port, self.database, self.username)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def server_parameters(self) -> dict[str, str]:
+        """The server parameters the instance was created with (the caller's; derived ones aside)."""
+        return dict(self.deployment_config.server_parameters) if self.deployment_config else {}
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def allowed_sources(self) -> list[dict[str, Any]]:
+        """Who may connect besides the control plane (the instance's NetworkPolicy)."""
+        config = self.deployment_config
+        return [s.model_dump(exclude_none=True) for s in config.allowed_sources] if config else []
 
     @computed_field  # type: ignore[prop-decorator]
     @property

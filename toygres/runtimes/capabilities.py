@@ -30,12 +30,12 @@ class TlsRuntime(Protocol):
         ...
 
     def certificate_status(self, spec: InstanceSpec) -> CertificateInfo | None:
-        """The instance's current server certificate, or None when it has none (yet)."""
+        """The instance's server certificate, or None when it has none the current CA issued."""
         ...
 
     def rotate_certificate(self, spec: InstanceSpec, replaces_sha256: str) -> CertificateInfo:
-        """Issue a new server certificate if the current one is still ``replaces_sha256`` (so a retry
-        does not rotate twice), and restart the instance onto it; returns the current certificate."""
+        """Issue a new server certificate if the current one is still ``replaces_sha256`` or is not
+        usable (so a retry does not rotate twice), restart the instance onto it; return the current one."""
         ...
 
 

@@ -405,16 +405,20 @@ class KubernetesRuntime:
         return self._write_certificate(core, spec, ca, existing)
 
     def certificate_status(self, spec: InstanceSpec) -> CertificateInfo | None:
+        """The certificate in the instance's Secret; None when there is none, or none from our CA
+        (after the CA was replaced), so the rotation pass renews it."""
         if spec.tls_secret is None:
             return None
         core, _ = self._apis()
         secret = self._read_tls_secret(core, spec)
         if secret is None:
             return None
+        cert = self._secret_text(secret, manifests.TLS_CERT_KEY)
         try:
-            return certificate_info(self._secret_text(secret, manifests.TLS_CERT_KEY))
+            info = certificate_info(cert)
         except CertificateError:
             return None
+        return info if issued_by(cert, self._ca(core).cert_pem) else None
 
     def rotate_certificate(self, spec: InstanceSpec, replaces_sha256: str) -> CertificateInfo:
         if spec.tls_secret is None:
@@ -428,7 +432,8 @@ class KubernetesRuntime:
                 current = certificate_info(self._secret_text(existing, manifests.TLS_CERT_KEY))
             except CertificateError:
                 current = None
-        if current is None or current.sha256 == replaces_sha256:
+        unusable = existing is None or self._usable(existing, spec, ca) is None
+        if current is None or current.sha256 == replaces_sha256 or unusable:
             current = self._write_certificate(core, spec, ca, existing)
         # the new fingerprint on the pod template restarts the pod onto the new certificate; a
         # retried rotation re-applies the same value, which changes nothing

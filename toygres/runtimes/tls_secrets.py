@@ -13,15 +13,15 @@ only, because nothing here can exercise Key Vault (docs/control-plane.md, "TLS")
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from kubernetes.client import CoreV1Api, V1Secret
 
 from toygres.runtimes.base import DeployError
 from toygres.x509 import CertificateAuthority, certificate_info, key_matches, new_certificate_authority
 
-T = TypeVar("T")
 Call = Callable[[str, Callable[[], Any]], Any]
 
 ROLE_LABEL = "toygres.io/role"
@@ -40,21 +40,33 @@ def _decode(secret: Any, key: str) -> str | None:
 
 
 class KubernetesSecretCaStore:
-    """The CA as a ``kubernetes.io/tls`` Secret ``namespace/name``; cached once loaded (it never changes)."""
+    """The CA as a ``kubernetes.io/tls`` Secret ``namespace/name``.
 
-    def __init__(self, namespace: str, name: str = "toygres-ca", *, request_timeout: float = 30.0) -> None:
+    Cached for ``cache_seconds`` (it changes only if someone replaces the Secret, and then every
+    worker follows within that time) so health checks do not read the Secret every time.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str = "toygres-ca",
+        *,
+        request_timeout: float = 30.0,
+        cache_seconds: float = 600.0,
+    ) -> None:
         self.namespace = namespace
         self.name = name
         self.request_timeout = request_timeout
-        self._cached: CertificateAuthority | None = None
+        self.cache_seconds = cache_seconds
+        self._cached: tuple[CertificateAuthority, float] | None = None
 
     def load_or_create(self, core: CoreV1Api, call: Call) -> CertificateAuthority:
-        if self._cached is not None:
-            return self._cached
+        if self._cached is not None and time.monotonic() - self._cached[1] < self.cache_seconds:
+            return self._cached[0]
         ca = self._read(core, call)
         if ca is None:
             ca = self._create(core, call)
-        self._cached = ca
+        self._cached = (ca, time.monotonic())
         return ca
 
     def _read(self, core: CoreV1Api, call: Call) -> CertificateAuthority | None:
