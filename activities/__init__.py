@@ -12,10 +12,12 @@ from typing import Any
 
 from durable_engine import ActivityContext, Registry
 
+from .certificates import find_certificates_due, rotate_server_certificate
 from .deps import ActivityDeps, instance_spec
 from .health import health_check
 from .instances import delete_postgres, deploy_postgres, generate_connection_string, get_instance_status
 from .metadata import find_instances_without_monitor, get_instance_record, stop_orchestration, update_metadata
+from .rollouts import get_rollout_status, plan_image_rollout, set_deployment_config
 
 DEPLOY_POSTGRES = "DeployPostgres"
 DELETE_POSTGRES = "DeletePostgres"
@@ -26,6 +28,11 @@ GENERATE_CONNECTION_STRING = "GenerateConnectionString"
 GET_INSTANCE_RECORD = "GetInstanceRecord"
 STOP_ORCHESTRATION = "StopOrchestration"
 FIND_INSTANCES_WITHOUT_MONITOR = "FindInstancesWithoutMonitor"
+FIND_CERTIFICATES_DUE = "FindCertificatesDue"
+ROTATE_SERVER_CERTIFICATE = "RotateServerCertificate"
+PLAN_IMAGE_ROLLOUT = "PlanImageRollout"
+SET_DEPLOYMENT_CONFIG = "SetDeploymentConfig"
+GET_ROLLOUT_STATUS = "GetRolloutStatus"
 
 _ACTIVITIES: dict[str, Callable[[ActivityDeps, ActivityContext, Any], Awaitable[Any]]] = {
     DEPLOY_POSTGRES: deploy_postgres,
@@ -37,6 +44,11 @@ _ACTIVITIES: dict[str, Callable[[ActivityDeps, ActivityContext, Any], Awaitable[
     GET_INSTANCE_RECORD: get_instance_record,
     STOP_ORCHESTRATION: stop_orchestration,
     FIND_INSTANCES_WITHOUT_MONITOR: find_instances_without_monitor,
+    FIND_CERTIFICATES_DUE: find_certificates_due,
+    ROTATE_SERVER_CERTIFICATE: rotate_server_certificate,
+    PLAN_IMAGE_ROLLOUT: plan_image_rollout,
+    SET_DEPLOYMENT_CONFIG: set_deployment_config,
+    GET_ROLLOUT_STATUS: get_rollout_status,
 }
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from durable_engine import Client
+from toygres.image_catalog import ImageCatalog
 from toygres.metadata import MetadataRepository
 from toygres.models import DeploymentConfig, RuntimeKind
 from toygres.runtimes.base import InstanceRuntime, InstanceSpec
@@ -19,6 +20,10 @@ class ActivityDeps:
     client: Client
     #: how long one health-check connection attempt may take
     health_check_timeout: float = 5.0
+    #: the pinned images instances should run (image rollouts compare against it)
+    image_catalog: ImageCatalog | None = None
+    #: the repository catalog references are built with (``TOYGRES_KUBERNETES__IMAGE_REPOSITORY``)
+    image_repository: str = "postgres"
 
     def runtime_for(self, config: DeploymentConfig) -> InstanceRuntime:
         try:
@@ -47,4 +52,9 @@ def instance_spec(config: DeploymentConfig) -> InstanceSpec:
         database=config.database,
         service_type=config.service_type.value,
         load_balancer_source_ranges=tuple(config.load_balancer_source_ranges),
+        image=config.image,
+        tls_secret=config.tls.secret_name if config.tls else None,
+        tls_dns_names=tuple(config.tls.dns_names) if config.tls else (),
+        allowed_sources=tuple(s.model_dump(exclude_none=True) for s in config.allowed_sources),
+        server_parameters=dict(config.server_parameters),
     )

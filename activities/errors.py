@@ -6,6 +6,8 @@ are part of the contract: ``TransientPlatformError`` is worth retrying, the othe
 
 from __future__ import annotations
 
+from toygres.runtimes.base import DeployError
+
 
 class TransientPlatformError(Exception):
     """The platform (Kubernetes API, ARM, a local process) failed in a way a retry may fix."""
@@ -18,3 +20,8 @@ class PermanentPlatformError(Exception):
 NON_RETRYABLE = frozenset(
     {"PermanentPlatformError", "LookupError", "ValidationError", "InvalidStateTransition"}
 )
+
+
+def platform_error(exc: DeployError) -> Exception:
+    """The activity error for a runtime failure: transient when a retry may help, else permanent."""
+    return (TransientPlatformError if exc.retryable else PermanentPlatformError)(str(exc))

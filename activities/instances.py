@@ -10,15 +10,11 @@ import asyncio
 from typing import Any
 
 from durable_engine import ActivityContext
-from toygres.models import DeploymentConfig, connection_uri, generate_password
+from toygres.models import DeploymentConfig, generate_password
 from toygres.runtimes.base import DeployError, InstanceNotFound, InstanceRuntime, InstanceSpec
 
 from .deps import ActivityDeps, instance_spec
-from .errors import PermanentPlatformError, TransientPlatformError
-
-
-def _platform_error(exc: DeployError) -> Exception:
-    return (TransientPlatformError if exc.retryable else PermanentPlatformError)(str(exc))
+from .errors import platform_error
 
 
 def _stored_or_new_password(runtime: InstanceRuntime, spec: InstanceSpec) -> str:
@@ -37,7 +33,7 @@ async def deploy_postgres(deps: ActivityDeps, ctx: ActivityContext, raw: dict[st
         try:
             ref = runtime.deploy(spec, _stored_or_new_password(runtime, spec))
         except DeployError as exc:
-            raise _platform_error(exc) from None
+            raise platform_error(exc) from None
         return {"password_ref": ref, "objects": runtime.describe(spec)}
 
     return await asyncio.to_thread(deploy)
@@ -51,7 +47,7 @@ async def get_instance_status(
     try:
         status = await asyncio.to_thread(runtime.status, spec)
     except DeployError as exc:
-        raise _platform_error(exc) from None
+        raise platform_error(exc) from None
     endpoint = {"host": status.endpoint.host, "port": status.endpoint.port} if status.endpoint else None
     return {
         "exists": status.exists,
@@ -68,7 +64,7 @@ async def delete_postgres(deps: ActivityDeps, ctx: ActivityContext, raw: dict[st
     try:
         removed = await asyncio.to_thread(runtime.delete, spec)
     except DeployError as exc:
-        raise _platform_error(exc) from None
+        raise platform_error(exc) from None
     return {"removed": removed}
 
 
@@ -81,6 +77,6 @@ async def generate_connection_string(
     return {
         "host": host,
         "port": port,
-        "connection_string": connection_uri(host, port, config.database, config.username),
+        "connection_string": config.connection_uri(host, port),
         "password_hint": config.password_ref.describe(),
     }

@@ -24,7 +24,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.auth import Authenticator, NoAuthentication, Principal, Role, authenticator_for, require
 from api.errors import ApiError, ErrorBody, error_response, install_error_handlers
@@ -44,6 +44,7 @@ from toygres.settings import AuthSettings, Settings
 log = logging.getLogger("toygres.api")
 
 API_PREFIX = "/api"
+PEM_MEDIA_TYPE = "application/x-pem-file"
 #: how long the health endpoint waits for the database before answering 503
 HEALTH_TIMEOUT_SECONDS = 5.0
 
@@ -55,6 +56,19 @@ class DeleteInstanceResponse(BaseModel):
 
     operation_id: str
     instance_id: UUID
+
+
+class ImageRolloutResponse(BaseModel):
+    """Body of the 202 answer to ``POST /image-catalog/rollouts``."""
+
+    operation_id: str
+
+
+class ImageCatalogResponse(BaseModel):
+    """``GET /image-catalog``: the pinned image each major version runs (repository from the settings)."""
+
+    repository: str
+    images: dict[str, str] = Field(description="major version -> image reference pinned by digest")
 
 
 class HealthResponse(BaseModel):
@@ -202,6 +216,48 @@ def _build_router() -> APIRouter:
         )
         response.headers["Location"] = _operation_location(operation_id)
         return DeleteInstanceResponse(operation_id=operation_id, instance_id=instance_id)
+
+    @router.get(
+        "/instances/{instance_id}/ca",
+        summary="The CA certificate an instance's server certificate chains to",
+        response_class=Response,
+        responses={
+            200: {"content": {PEM_MEDIA_TYPE: {}}, "description": "PEM; use it as sslrootcert"},
+            404: {"model": ErrorBody, "description": "Unknown instance, or one that does not serve TLS"},
+        },
+        description=(
+            "Clients connect with `sslmode=verify-full`: save this certificate as "
+            "`~/.postgresql/root.crt` or pass it as `sslrootcert`. Local instances do not serve TLS (404)."
+        ),
+    )
+    async def get_instance_ca(instance_id: UUID, plane: Plane) -> Response:
+        return Response(await plane.get_instance_ca(instance_id), media_type=PEM_MEDIA_TYPE)
+
+    @router.get("/image-catalog", response_model=ImageCatalogResponse, summary="The pinned images")
+    async def get_image_catalog(plane: Plane) -> ImageCatalogResponse:
+        repository = plane.settings.kubernetes.image_repository
+        catalog = plane.image_catalog
+        return ImageCatalogResponse(
+            repository=repository,
+            images={major: catalog.reference(major, repository) for major in catalog.versions},
+        )
+
+    @router.post(
+        "/image-catalog/rollouts",
+        status_code=202,
+        response_model=ImageRolloutResponse,
+        summary="Roll running instances onto the catalog's images",
+        description=(
+            "Starts the RollOutImageCatalog operation: one instance at a time, each restarted onto its "
+            "pinned image and ready before the next; the first that does not come back stops it. While a "
+            "rollout of the same catalog runs, the answer names that one."
+        ),
+    )
+    async def start_image_rollout(plane: Plane, response: Response) -> ImageRolloutResponse:
+        operation_id = await plane.start_image_rollout()
+        log.info("image rollout requested: operation %s", operation_id)
+        response.headers["Location"] = _operation_location(operation_id)
+        return ImageRolloutResponse(operation_id=operation_id)
 
     @router.get("/operations/{operation_id}", response_model=OperationStatus, summary="Get an operation")
     async def get_operation(_: Reader, operation_id: str, plane: Plane) -> OperationStatus:

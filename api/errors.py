@@ -19,10 +19,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from control_plane.service import InstanceGone, OperationNotFound
+from control_plane.service import InstanceGone, OperationNotFound, TlsNotServed
 from toygres.deployment_planner import PlacementError
 from toygres.metadata import DuplicateInstanceName, InstanceNotFound, InvalidCursor, InvalidStateTransition
 from toygres.models import validation_errors
+from toygres.runtimes.base import DeployError
 
 log = logging.getLogger("toygres.api")
 
@@ -160,6 +161,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationNotFound)
     async def _operation_not_found(_: Request, exc: OperationNotFound) -> JSONResponse:
         return error_response(404, "operation_not_found", str(exc))
+
+    @app.exception_handler(TlsNotServed)
+    async def _tls_not_served(_: Request, exc: TlsNotServed) -> JSONResponse:
+        return error_response(404, "tls_not_served", str(exc))
+
+    @app.exception_handler(DeployError)
+    async def _runtime(_: Request, exc: DeployError) -> JSONResponse:
+        # runtime messages name objects and statuses, never secrets
+        return error_response(503, "runtime_unavailable", f"the instance runtime did not answer: {exc}")
 
     @app.exception_handler(PlacementError)
     async def _placement(_: Request, exc: PlacementError) -> JSONResponse:

@@ -48,7 +48,12 @@ app = typer.Typer(
 instances_app = typer.Typer(
     help="Create, list, inspect and delete PostgreSQL instances.", no_args_is_help=True
 )
-operations_app = typer.Typer(help="Inspect create and delete operations.", no_args_is_help=True)
+operations_app = typer.Typer(
+    help="Inspect create, delete, rollout and rotation operations.", no_args_is_help=True
+)
+catalog_app = typer.Typer(
+    help="The pinned PostgreSQL images, and rolling instances onto them.", no_args_is_help=True
+)
 app.add_typer(instances_app, name="instances")
 
 
@@ -93,6 +98,7 @@ def _credentials_options(
 
 
 app.add_typer(operations_app, name="operations")
+app.add_typer(catalog_app, name="catalog")
 
 
 # request fields -> the option a CLI user typed, for local validation messages
@@ -105,6 +111,8 @@ _OPTION_FOR_FIELD = {
     "username": "--username",
     "database": "--database",
     "password": "--password-stdin",
+    "allowed_sources": "--allow",
+    "server_parameters": "--param",
 }
 
 
@@ -184,6 +192,14 @@ class ApiClient:
         self._http.close()
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def text(self, path: str) -> str:
+        """A GET whose answer is not JSON (a PEM certificate)."""
+        return self._request("GET", path).text
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             headers = self.credentials.headers()
         except CredentialError as exc:
@@ -196,7 +212,7 @@ class ApiClient:
                 details=["Is `toygres serve` running? Set --url or TOYGRES_API_URL to point elsewhere."],
             ) from None
         if response.is_success:
-            return response.json() if response.content else None
+            return response
         raise _api_failure(response)
 
 
@@ -245,6 +261,40 @@ def _wait_operation(
             time.sleep(interval)
 
 
+def _run_operation(
+    url: str,
+    method: str,
+    path: str,
+    *,
+    started_text: str,
+    wait: bool,
+    timeout: float,
+    poll_interval: float,
+    as_json: bool,
+) -> dict[str, Any] | None:
+    """Start an operation (the API answers 202 with its id); with ``wait``, return it once it ended
+    Completed, or fail with exit code 1. Prints what a person (or ``--json``) wants to see."""
+    try:
+        with ApiClient(url) as client:
+            started: dict[str, Any] = client.call(method, path)
+            if as_json and not wait:
+                _print_json(started)
+            elif not as_json:
+                _stdout().print(f"{started_text}: operation {started['operation_id']}", markup=False)
+            if not wait:
+                return None
+            operation = _wait_operation(
+                client, started["operation_id"], timeout=timeout, interval=poll_interval
+            )
+            if as_json:
+                _print_json(operation)
+            if operation["status"] != "Completed":
+                raise _operation_failure(operation)
+            return operation
+    except CliFailure as failure:
+        _fail(failure)
+
+
 def _operation_failure(operation: dict[str, Any]) -> CliFailure:
     error = operation.get("error") or {}
     reason = error.get("message") or "no reason recorded"
@@ -280,7 +330,7 @@ def _local_request(body: dict[str, Any]) -> None:
         CreateInstanceRequest.model_validate(body)
     except ValidationError as exc:
         problems = validation_errors(exc)
-        options = [_OPTION_FOR_FIELD.get(p["field"], p["field"]) for p in problems]
+        options = [_OPTION_FOR_FIELD.get(p["field"].split(".")[0], p["field"]) for p in problems]
         hint = ", ".join(f"'{option}'" for option in dict.fromkeys(options))
         raise typer.BadParameter("; ".join(p["message"] for p in problems), param_hint=hint) from None
 
@@ -304,6 +354,18 @@ def create_instance(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from stdin (else one is generated).")
     ] = False,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            help="Who may connect besides the control plane: a CIDR (10.0.0.0/8) or ns:LABEL=VALUE[,…] "
+            "(pods of the namespaces with those labels). Repeatable.",
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="A server parameter NAME=VALUE from the allow-list. Repeatable."),
+    ] = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = 900,
     poll_interval: PollOption = 1.0,
@@ -320,6 +382,10 @@ def create_instance(
         "database": database,
     }
     body.update({key: value for key, value in optional.items() if value is not None})
+    if allow:
+        body["allowed_sources"] = [_ingress_source(item) for item in allow]
+    if param:
+        body["server_parameters"] = dict(_parameter(item) for item in param)
     if password_stdin:
         # from a terminal: prompt without echo; from a pipe: the first line
         tty = sys.stdin.isatty()
@@ -355,6 +421,26 @@ def create_instance(
         _stdout().print(
             f"[green]✓[/] {instance['name']} is {instance['state']}: {instance.get('connection_string')}"
         )
+
+
+def _ingress_source(text: str) -> dict[str, Any]:
+    """``10.0.0.0/8`` -> a CIDR source; ``ns:team=web,env=prod`` -> a namespace selector."""
+    if not text.startswith("ns:"):
+        return {"cidr": text}
+    labels: dict[str, str] = {}
+    for pair in text[3:].split(","):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{text!r}: write ns:LABEL=VALUE[,LABEL=VALUE]", param_hint="'--allow'")
+        labels[key.strip()] = value.strip()
+    return {"namespace_selector": labels}
+
+
+def _parameter(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise typer.BadParameter(f"{text!r}: write NAME=VALUE", param_hint="'--param'")
+    return name.strip(), value.strip()
 
 
 def _show_created(created: dict[str, Any]) -> None:
@@ -411,6 +497,7 @@ _INSTANCE_FIELDS = (
     "k8s_name",
     "k8s_namespace",
     "connection_string",
+    "connection_security",
     "username",
     "database",
     "last_health_check_at",
@@ -455,6 +542,27 @@ def get_instance(
             _stdout().print(f"password     in Secret {ref.get('namespace')}/{ref.get('name')}", markup=False)
 
 
+@instances_app.command("ca")
+def instance_ca(
+    instance_id: Annotated[UUID, typer.Argument(metavar="ID", help="Instance id.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the certificate to this file (else stdout).")
+    ] = None,
+    url: UrlOption = DEFAULT_API_URL,
+) -> None:
+    """Print the CA certificate to verify the instance with (sslmode=verify-full, sslrootcert=FILE)."""
+    try:
+        with ApiClient(url) as client:
+            pem = client.text(f"instances/{instance_id}/ca")
+    except CliFailure as failure:
+        _fail(failure)
+    if output is None:
+        typer.echo(pem, nl=False)
+        return
+    output.write_text(pem)
+    _stderr().print(f"wrote {output}; connect with sslmode=verify-full sslrootcert={output}", markup=False)
+
+
 @instances_app.command("delete")
 def delete_instance(
     instance_id: Annotated[UUID, typer.Argument(metavar="ID", help="Instance id.")],
@@ -465,27 +573,17 @@ def delete_instance(
     as_json: JsonOption = False,
 ) -> None:
     """Delete an instance (its server, data and password). With --wait, until it is gone."""
-    try:
-        with ApiClient(url) as client:
-            started: dict[str, Any] = client.call("DELETE", f"instances/{instance_id}")
-            if not wait:
-                if as_json:
-                    _print_json(started)
-                else:
-                    _stdout().print(f"Deleting instance {instance_id}: operation {started['operation_id']}")
-                return
-            if not as_json:
-                _stdout().print(f"Deleting instance {instance_id}: operation {started['operation_id']}")
-            operation = _wait_operation(
-                client, started["operation_id"], timeout=timeout, interval=poll_interval
-            )
-            if as_json:
-                _print_json(operation)
-            if operation["status"] != "Completed":
-                raise _operation_failure(operation)
-    except CliFailure as failure:
-        _fail(failure)
-    if not as_json:
+    _run_operation(
+        url,
+        "DELETE",
+        f"instances/{instance_id}",
+        started_text=f"Deleting instance {instance_id}",
+        wait=wait,
+        timeout=timeout,
+        poll_interval=poll_interval,
+        as_json=as_json,
+    )
+    if wait and not as_json:
         _stdout().print(f"[green]✓[/] instance {instance_id} is deleted")
 
 
@@ -517,6 +615,53 @@ def get_operation(
         _print_json(operation)
     else:
         _show_fields(operation, _OPERATION_FIELDS)
+
+
+# --------------------------------------------------------------------------------------------------
+# image catalog
+# --------------------------------------------------------------------------------------------------
+
+
+@catalog_app.command("show")
+def show_catalog(url: UrlOption = DEFAULT_API_URL, as_json: JsonOption = False) -> None:
+    """The image, pinned by digest, that each PostgreSQL major version runs."""
+    catalog = _get(url, "image-catalog")
+    if as_json:
+        _print_json(catalog)
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for major, image in catalog["images"].items():
+        grid.add_row(major, image)
+    _stdout().print(grid)
+
+
+@catalog_app.command("rollout")
+def rollout_catalog(
+    wait: WaitOption = False,
+    timeout: TimeoutOption = 3600,
+    poll_interval: PollOption = 2.0,
+    url: UrlOption = DEFAULT_API_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Restart running instances onto the catalog's images, one at a time (after a catalog change)."""
+    operation = _run_operation(
+        url,
+        "POST",
+        "image-catalog/rollouts",
+        started_text="Rolling out the image catalog",
+        wait=wait,
+        timeout=timeout,
+        poll_interval=poll_interval,
+        as_json=as_json,
+    )
+    if operation is not None and not as_json:
+        output = operation.get("custom_status") or {}
+        _stdout().print(
+            f"[green]✓[/] rollout {operation['operation_id']}: {len(output.get('rolled', []))} instance(s) "
+            f"rolled, {len(output.get('skipped', []))} skipped"
+        )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -228,7 +228,17 @@ async def _reconcile_periodically(plane: ControlPlane, interval: float) -> None:
             log.info("reconciler pass started: %s", reconciler_id)
         except Exception:
             log.exception("could not start a reconciler pass; retrying in %.0f s", interval)
+        await _rotate_certificates(plane)
         await asyncio.sleep(interval)
+
+
+async def _rotate_certificates(plane: ControlPlane) -> None:
+    """Start the day's certificate renewal pass (at most one per day, whoever asks)."""
+    try:
+        rotation_id = await plane.run_certificate_rotation()
+        log.debug("certificate rotation pass of this window: %s", rotation_id)
+    except Exception:
+        log.exception("could not start the certificate rotation pass; the next reconcile tries again")
 
 
 # --------------------------------------------------------------------------------------------------

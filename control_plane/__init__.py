@@ -13,6 +13,7 @@ from .service import (
     LifecycleTiming,
     OperationNotFound,
     StartedHook,
+    TlsNotServed,
     reconciler_window_id,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "LifecycleTiming",
     "OperationNotFound",
     "StartedHook",
+    "TlsNotServed",
     "reconciler_window_id",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -21,7 +22,8 @@ from toygres.runtimes.aks_credentials import AksClientFactory, AksCluster, Kubec
 from toygres.runtimes.base import InstanceRuntime
 from toygres.runtimes.kubernetes import KubernetesRuntime
 from toygres.runtimes.local import LocalRuntime
-from toygres.settings import Settings
+from toygres.runtimes.tls_secrets import CaStore, KubernetesSecretCaStore
+from toygres.settings import CaStoreKind, Settings
 
 
 class ConfigurationError(Exception):
@@ -44,7 +46,14 @@ def build_runtimes(settings: Settings) -> dict[RuntimeKind, InstanceRuntime]:
         factory = KubeconfigClientFactory(kube.kubeconfig.expanduser(), context=kube.context)
     if factory is not None:
         runtimes[RuntimeKind.KUBERNETES] = KubernetesRuntime(
-            factory, namespace=kube.namespace, image_repository=kube.image_repository
+            factory,
+            namespace=kube.namespace,
+            image_repository=kube.image_repository,
+            ca_store=build_ca_store(settings),
+            control_plane_namespace=kube.control_plane_namespace,
+            control_plane_cidrs=kube.control_plane_cidrs,
+            internal_load_balancer=kube.internal_load_balancer,
+            server_certificate_validity=timedelta(days=settings.tls.server_certificate_days),
         )
     if settings.default_runtime not in runtimes:
         raise ConfigurationError(
@@ -53,6 +62,17 @@ def build_runtimes(settings: Settings) -> dict[RuntimeKind, InstanceRuntime]:
             "TOYGRES_KUBERNETES__KUBECONFIG; or set TOYGRES_DEFAULT_RUNTIME=local"
         )
     return runtimes
+
+
+def build_ca_store(settings: Settings) -> CaStore:
+    """Where the CA key lives. Key Vault is the Azure profile's intended store, not built yet: refuse
+    it plainly instead of silently keeping the key somewhere else."""
+    if settings.tls.ca_store is CaStoreKind.KEY_VAULT:
+        raise ConfigurationError(
+            "TOYGRES_TLS__CA_STORE=key-vault is not supported by this version; use kubernetes-secret "
+            "(the CA then lives in a Secret in TOYGRES_KUBERNETES__CONTROL_PLANE_NAMESPACE)"
+        )
+    return KubernetesSecretCaStore(settings.kubernetes.control_plane_namespace, settings.tls.ca_secret_name)
 
 
 @asynccontextmanager

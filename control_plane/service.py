@@ -8,6 +8,7 @@ minutes, so callers poll ``get_operation`` instead of holding a request open.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,8 +20,15 @@ from uuid import UUID
 from activities import ActivityDeps, instance_spec, register_activities
 from durable_engine import Client, Provider, Registry, RuntimeStatus
 from orchestrations import register_orchestrations
-from orchestrations.inputs import CreateInstanceInput, DeleteInstanceInput, ReconcilerInput
+from orchestrations.inputs import (
+    CertificateRotationInput,
+    CreateInstanceInput,
+    DeleteInstanceInput,
+    ImageRolloutInput,
+    ReconcilerInput,
+)
 from toygres.deployment_planner import build_deployment_config
+from toygres.image_catalog import ImageCatalog, load_image_catalog
 from toygres.metadata import InstanceNotFound, MetadataRepository
 from toygres.models import (
     CreateInstanceRequest,
@@ -35,6 +43,7 @@ from toygres.models import (
     RuntimeKind,
 )
 from toygres.runtimes.base import InstanceRuntime
+from toygres.runtimes.capabilities import TlsRuntime
 from toygres.settings import Settings
 
 log = logging.getLogger("toygres.control_plane")
@@ -49,6 +58,10 @@ class InstanceGone(Exception):
 
 class OperationNotFound(LookupError):
     pass
+
+
+class TlsNotServed(LookupError):
+    """The instance does not serve TLS (a local instance, or one created before TLS), so it has no CA."""
 
 
 @dataclass(frozen=True)
@@ -68,18 +81,30 @@ class LifecycleTiming:
         )
 
 
-_KINDS = {"CreateInstance": OperationKind.CREATE, "DeleteInstance": OperationKind.DELETE}
+_KINDS = {
+    "CreateInstance": OperationKind.CREATE,
+    "DeleteInstance": OperationKind.DELETE,
+    "RollOutImageCatalog": OperationKind.IMAGE_ROLLOUT,
+    "RotateCertificates": OperationKind.CERTIFICATE_ROTATION,
+}
 
 #: how often the Reconciler runs by default (the Functions sweep and ``toygres serve``)
 RECONCILE_EVERY = timedelta(minutes=5)
+#: how often certificates are checked for renewal (a pass is cheap when nothing is due)
+ROTATE_CERTIFICATES_EVERY = timedelta(days=1)
 
 
-def reconciler_window_id(now: datetime, every: timedelta) -> str:
-    """The Reconciler instance id for the window containing ``now`` (UTC, aligned to the epoch)."""
+def window_id(prefix: str, now: datetime, every: timedelta) -> str:
+    """``<prefix>-<window start>Z``: the window of length ``every`` holding ``now`` (UTC, epoch-aligned)."""
     step = max(int(every.total_seconds()), 1)
     epoch = int(now.astimezone(UTC).timestamp())
     start = datetime.fromtimestamp(epoch - epoch % step, UTC)
-    return f"reconciler-{start:%Y%m%dT%H%M%S}Z"
+    return f"{prefix}-{start:%Y%m%dT%H%M%S}Z"
+
+
+def reconciler_window_id(now: datetime, every: timedelta) -> str:
+    """The Reconciler instance id for the window containing ``now``."""
+    return window_id("reconciler", now, every)
 
 
 class ControlPlane:
@@ -92,8 +117,11 @@ class ControlPlane:
         runtimes: Mapping[RuntimeKind, InstanceRuntime],
         timing: LifecycleTiming | None = None,
         on_started: StartedHook | None = None,
+        image_catalog: ImageCatalog | None = None,
     ) -> None:
         self.settings = settings
+        #: the pinned images (``TOYGRES_IMAGE_CATALOG_FILE``, else the one shipped with Toygres)
+        self.image_catalog = image_catalog or load_image_catalog(settings.image_catalog_file)
         #: best effort: a failing hook is logged, never fails the request (the work is already durable)
         self.on_started = on_started
         self.provider = provider
@@ -102,7 +130,13 @@ class ControlPlane:
         self.timing = timing or LifecycleTiming.from_settings(settings)
         self.client = Client(provider)
         self.registry = Registry()
-        self.deps = ActivityDeps(metadata=metadata, runtimes=self.runtimes, client=self.client)
+        self.deps = ActivityDeps(
+            metadata=metadata,
+            runtimes=self.runtimes,
+            client=self.client,
+            image_catalog=self.image_catalog,
+            image_repository=settings.kubernetes.image_repository,
+        )
         register_activities(self.registry, self.deps)
         register_orchestrations(self.registry)
 
@@ -114,6 +148,7 @@ class ControlPlane:
             self.settings,
             instance_id=instance_id,
             runtime_versions={kind: runtime.postgres_versions for kind, runtime in self.runtimes.items()},
+            image_catalog=self.image_catalog,
         )
         runtime = self.deps.runtime_for(config)
         operation_id = f"create-{instance_id}"
@@ -223,13 +258,69 @@ class ControlPlane:
             params = ReconcilerInput(health_interval_seconds=self.timing.health_interval_seconds)
             await self.client.start_orchestration(reconciler_id, "Reconciler", params.model_dump(mode="json"))
             await self._started(reconciler_id)
-        finished = await self.client.list_instances(
-            name="Reconciler", status=RuntimeStatus.COMPLETED, limit=100
-        )
-        for old in finished.items:
-            if old.instance_id < reconciler_id:  # ids sort by window start
-                await self.client.purge(old.instance_id)
+        await self._purge_earlier_windows("Reconciler", reconciler_id)
         return reconciler_id
+
+    async def _purge_earlier_windows(self, name: str, current_id: str) -> None:
+        """Purge completed passes of earlier windows (ids sort by window start): bounded storage."""
+        finished = await self.client.list_instances(name=name, status=RuntimeStatus.COMPLETED, limit=100)
+        for old in finished.items:
+            if old.instance_id < current_id:
+                await self.client.purge(old.instance_id)
+
+    async def get_instance_ca(self, instance_id: UUID) -> str:
+        """The CA certificate (PEM) that the instance's server certificate chains to."""
+        instance = await self.get_instance(instance_id)
+        config = instance.deployment_config
+        runtime = self.runtimes.get(config.runtime) if config is not None else None
+        if config is None or config.tls is None or not isinstance(runtime, TlsRuntime):
+            raise TlsNotServed(
+                f"instance {instance_id} does not serve TLS ({instance.runtime.value} runtime); "
+                "it has no CA certificate"
+            )
+        return await asyncio.to_thread(runtime.ca_certificate)
+
+    async def start_image_rollout(self) -> str:
+        """Start rolling running instances onto the catalog's images; returns the operation id.
+
+        The id names the catalog's content, so asking twice while a rollout of the same catalog runs
+        returns that rollout; after it ended, a new request starts a new pass (e.g. to retry).
+        """
+        digest = hashlib.sha256(self.image_catalog.model_dump_json().encode()).hexdigest()[:12]
+        operation_id = f"image-rollout-{digest}"
+        previous = await self.client.get_status(operation_id)
+        if previous is not None:
+            if not previous.is_terminal:
+                return operation_id
+            operation_id = f"{operation_id}-{uuid.uuid4().hex[:8]}"
+        params = ImageRolloutInput(
+            rollout_deadline_seconds=self.timing.readiness_deadline_seconds,
+            poll_seconds=self.timing.readiness_poll_seconds,
+            deploy_attempts=self.timing.deploy_attempts,
+        )
+        await self.client.start_orchestration(
+            operation_id, "RollOutImageCatalog", params.model_dump(mode="json")
+        )
+        await self._started(operation_id)
+        return operation_id
+
+    async def run_certificate_rotation(
+        self, *, now: datetime | None = None, every: timedelta = ROTATE_CERTIFICATES_EVERY
+    ) -> str:
+        """Start this window's certificate renewal pass unless it exists; returns its id."""
+        rotation_id = window_id("certificates", now or datetime.now(UTC), every)
+        if await self.client.get_status(rotation_id) is None:
+            params = CertificateRotationInput(
+                renew_before_days=self.settings.tls.renew_before_days,
+                rollout_deadline_seconds=self.timing.readiness_deadline_seconds,
+                poll_seconds=self.timing.readiness_poll_seconds,
+            )
+            await self.client.start_orchestration(
+                rotation_id, "RotateCertificates", params.model_dump(mode="json")
+            )
+            await self._started(rotation_id)
+        await self._purge_earlier_windows("RotateCertificates", rotation_id)
+        return rotation_id
 
     async def _started(self, instance_id: str) -> None:
         if self.on_started is None:

@@ -5,7 +5,8 @@ longer than a Storage queue's seven-day visibility limit, an item abandoned afte
 minute the sweep therefore drains both PostgreSQL queues within a budget, so the worst case of a
 lost hint is about a minute of delay. Once per ``reconcile_every_minutes`` window it also starts the
 Reconciler (every running instance has a live health monitor), under an instance id derived from
-the window, so late, repeated or overlapping sweeps start at most one pass per window.
+the window, so late, repeated or overlapping sweeps start at most one pass per window. The day's
+certificate renewal pass (``RotateCertificates``) is started the same way.
 
 No ``from __future__ import annotations`` here: the Functions worker binds trigger arguments by
 their annotations, which must be real classes, not strings.
@@ -50,6 +51,11 @@ async def run_sweep(host: Host, now: datetime | None = None) -> SweepResult:
         reconciler_id = await start_reconciler(host, now or datetime.now(UTC))
     except Exception:  # the drain below is still worth doing
         log.exception("starting the reconciler failed; the next window tries again")
+    try:
+        if host.settings.reconcile_every_minutes > 0:  # the same switch: no maintenance passes when off
+            await host.plane.run_certificate_rotation(now=now or datetime.now(UTC))
+    except Exception:
+        log.exception("starting the certificate rotation pass failed; the next sweep tries again")
     budget = max(host.settings.sweep_budget_seconds - (time.monotonic() - started), 1.0)
     processed = await host.runtime.run_until_idle(time_budget=budget)
     return SweepResult(processed=processed, reconciler_id=reconciler_id)

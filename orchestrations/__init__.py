@@ -1,10 +1,17 @@
-"""Toygres orchestrations: create, delete, health monitor, reconciler."""
+"""Toygres orchestrations: create, delete, health monitor, reconciler, certificate rotation, image rollout."""
 
 from __future__ import annotations
 
 from durable_engine import Registry
 
-from . import create_instance, delete_instance, health_monitor, reconciler
+from . import (
+    certificate_rotation,
+    create_instance,
+    delete_instance,
+    health_monitor,
+    image_rollout,
+    reconciler,
+)
 
 
 def register_orchestrations(registry: Registry) -> None:
@@ -16,6 +23,12 @@ def register_orchestrations(registry: Registry) -> None:
     )
     registry.orchestration(health_monitor.NAME, version=health_monitor.VERSION)(health_monitor.health_monitor)
     registry.orchestration(reconciler.NAME, version=reconciler.VERSION)(reconciler.reconciler)
+    registry.orchestration(certificate_rotation.NAME, version=certificate_rotation.VERSION)(
+        certificate_rotation.rotate_certificates
+    )
+    registry.orchestration(image_rollout.NAME, version=image_rollout.VERSION)(
+        image_rollout.roll_out_image_catalog
+    )
 
 
 __all__ = ["register_orchestrations"]

@@ -36,3 +36,17 @@ class HealthMonitorInput(_Input):
 
 class ReconcilerInput(_Input):
     health_interval_seconds: float = Field(default=30, gt=0)
+
+
+class CertificateRotationInput(_Input):
+    #: renew certificates that expire within this many days
+    renew_before_days: float = Field(default=30, gt=0)
+    rollout_deadline_seconds: float = Field(default=600, gt=0)
+    poll_seconds: float = Field(default=5, gt=0)
+    attempts: int = Field(default=3, ge=1)
+
+
+class ImageRolloutInput(_Input):
+    rollout_deadline_seconds: float = Field(default=600, gt=0)
+    poll_seconds: float = Field(default=5, gt=0)
+    deploy_attempts: int = Field(default=5, ge=1)

@@ -1,16 +1,21 @@
-"""Run ``checkov --framework bicep`` on a directory and fail unless every failed check is on the skip list.
+"""Run checkov on a directory and fail unless every failed check is on the skip list.
 
-Usage: ``python scripts/checkov_gate.py <bicep dir> <skip file>``. The skip file holds one
-``CHECK_ID  reason`` per line (``#`` starts a comment line). The gate fails when checkov fails a check
-not on the list, when a file does not parse (``CKV_PARSE_ERROR_FAIL=true``), when a skip has no
-reason, and when a listed check no longer fires: a stale skip would silently hide a future failure.
+Usage: ``python scripts/checkov_gate.py [--framework bicep|kubernetes] [--checkov PATH] <dir> <skip file>``.
+The skip file holds one ``CHECK_ID  reason`` per line (``#`` starts a comment line). The gate fails
+when checkov fails a check not on the list, when a file does not parse (``CKV_PARSE_ERROR_FAIL=true``),
+when a skip has no reason, and when a listed check no longer fires: a stale skip would silently hide
+a future failure.
 
 Checkov runs once with every check on (``--skip-check`` would drop skipped checks from the report,
-so stale skips could not be seen); the skip list is applied to its JSON report here.
+so stale skips could not be seen); the skip list is applied to its JSON report here. The last line
+of output is a summary (passed / failed / skipped) that tests and CI logs quote.
+
+``--checkov`` defaults to ``checkov`` on PATH (the dev extra installs it).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -19,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-_CHECK_ID = re.compile(r"^CKV2?_[A-Z]+_\d+$")
+_CHECK_ID = re.compile(r"^CKV2?_[A-Z0-9]+_\d+$")
 
 
 def read_skips(path: Path) -> dict[str, str]:
@@ -40,9 +45,9 @@ def read_skips(path: Path) -> dict[str, str]:
     return skips
 
 
-def run_checkov(directory: Path) -> tuple[int, dict[str, Any]]:
-    command = ["checkov", "--framework", "bicep", "-d", str(directory), "-o", "json", "--compact"]
-    env = dict(os.environ, CKV_PARSE_ERROR_FAIL="true")
+def run_checkov(checkov: str, framework: str, directory: Path) -> tuple[int, dict[str, Any]]:
+    command = [checkov, "--framework", framework, "-d", str(directory), "-o", "json", "--compact", "--quiet"]
+    env = dict(os.environ, CKV_PARSE_ERROR_FAIL="true", BC_SKIP_MAPPING="TRUE")
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     try:
         report = json.loads(done.stdout)
@@ -50,23 +55,25 @@ def run_checkov(directory: Path) -> tuple[int, dict[str, Any]]:
         sys.stderr.write(done.stdout + done.stderr)
         raise SystemExit(f"checkov printed no JSON report (exit {done.returncode})") from None
     reports = report if isinstance(report, list) else [report]
-    bicep = [r for r in reports if r.get("check_type") == "bicep"]
-    if not bicep:
-        raise SystemExit(f"checkov found no Bicep resources under {directory}")
-    return done.returncode, bicep[0]
+    matching = [r for r in reports if r.get("check_type") == framework]
+    if not matching:
+        raise SystemExit(f"checkov found no {framework} resources under {directory}")
+    return done.returncode, matching[0]
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    directory, skip_file = Path(argv[0]), Path(argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--framework", default="bicep", choices=["bicep", "kubernetes"])
+    parser.add_argument("--checkov", default="checkov", help="the checkov executable")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("skip_file", type=Path)
+    args = parser.parse_args(argv)
     try:
-        skips = read_skips(skip_file)
+        skips = read_skips(args.skip_file)
     except ValueError as exc:
         print(f"checkov gate: {exc}", file=sys.stderr)
         return 1
-    returncode, report = run_checkov(directory)
+    returncode, report = run_checkov(args.checkov, args.framework, args.directory)
     summary = report.get("summary", {})
     results = report.get("results", {})
     all_failed = results.get("failed_checks", [])
@@ -82,16 +89,17 @@ def main(argv: list[str]) -> int:
     if parsing_errors:
         problems.append(f"{parsing_errors} file(s) did not parse: {results.get('parsing_errors', [])}")
     for stale in sorted(set(skips) - skipped_ids):
-        problems.append(f"stale skip {stale}: the check no longer fires; remove it from {skip_file}")
+        problems.append(f"stale skip {stale}: the check no longer fires; remove it from {args.skip_file}")
     if returncode not in (0, 1):  # 1: some check failed (judged above); anything else: checkov broke
         problems.append(f"checkov exited {returncode}")
-    print(
-        f"checkov: {summary.get('passed', 0)} checks passed, {len(failed)} failed, "
-        f"{len(all_failed) - len(failed)} skipped by {skip_file.name}, {parsing_errors} parse errors "
-        f"({summary.get('resource_count', 0)} resources)"
-    )
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
+    skip_list = ", ".join(sorted(skipped_ids))
+    skipped = f"{len(all_failed) - len(failed)} skipped by {args.skip_file.name} ({skip_list})"
+    print(
+        f"checkov {args.framework}: {summary.get('passed', 0)} checks passed, {len(failed)} failed, "
+        f"{skipped}, {parsing_errors} parse errors ({summary.get('resource_count', 0)} resources)"
+    )
     return 1 if problems else 0
 
 

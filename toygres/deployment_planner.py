@@ -11,17 +11,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from uuid import UUID
 
+from toygres.image_catalog import ImageCatalog
 from toygres.models import (
     DEFAULT_POSTGRES_VERSION,
     CreateInstanceRequest,
     DeploymentConfig,
+    InstanceTls,
     PasswordRef,
     ResourceRequests,
     RuntimeKind,
     ServiceType,
     make_k8s_name,
+    service_dns_names,
 )
-from toygres.settings import Settings
+from toygres.settings import KubernetesSettings, Settings
+
+#: the Secret holding an instance's server certificate is named after the instance plus this
+TLS_SECRET_SUFFIX = "-tls"
 
 
 class PlacementError(ValueError):
@@ -43,6 +49,7 @@ def build_deployment_config(
     *,
     instance_id: UUID,
     runtime_versions: Mapping[RuntimeKind, Sequence[str]] | None = None,
+    image_catalog: ImageCatalog | None = None,
 ) -> DeploymentConfig:
     """Fill every optional request field from the settings, producing what the orchestration runs.
 
@@ -50,14 +57,20 @@ def build_deployment_config(
     it can run (the first is its default). With it, a request for a runtime that is not enabled or
     for a version its runtime cannot provide raises :class:`PlacementError`, so the metadata always
     records what actually runs. Without it (unit tests), every runtime and listed version is taken.
+
+    ``image_catalog`` pins the Kubernetes image by digest; a version it has no entry for is a
+    :class:`PlacementError`. Without it the image is ``<repository>:<major>`` (unit tests only).
+    Kubernetes instances serve TLS (:func:`instance_tls`); local ones cannot (no OpenSSL).
     """
     runtime = request.runtime or settings.default_runtime
     version = _resolve_version(request, runtime, runtime_versions)
     k8s_name = make_k8s_name(request.name, instance_id)
     kube = settings.kubernetes
+    tls: InstanceTls | None = None
     if runtime is RuntimeKind.KUBERNETES:
         namespace: str | None = kube.namespace
         ref = PasswordRef(store="kubernetes-secret", namespace=kube.namespace, name=k8s_name)
+        tls = instance_tls(k8s_name, kube)
     else:
         namespace = None
         ref = PasswordRef(store="local-file", name=str(Path(settings.local_data_dir) / k8s_name / "password"))
@@ -69,7 +82,9 @@ def build_deployment_config(
         runtime=runtime,
         namespace=namespace,
         postgres_version=version,
-        image=f"{kube.image_repository}:{version}",
+        image=_image(
+            version, kube.image_repository, image_catalog if runtime is RuntimeKind.KUBERNETES else None
+        ),
         storage_size=request.storage_size,
         storage_class=request.storage_class or kube.storage_class,
         resources=request.resources or ResourceRequests(),
@@ -80,7 +95,31 @@ def build_deployment_config(
         username=request.username,
         database=request.database,
         password_ref=ref,
+        tls=tls,
+        allowed_sources=list(request.allowed_sources),
+        server_parameters=dict(request.server_parameters),
     )
+
+
+def instance_tls(k8s_name: str, kube: KubernetesSettings) -> InstanceTls:
+    """The certificate names of an instance's Service, and the Secret its certificate lives in."""
+    names = service_dns_names(k8s_name, kube.namespace, kube.cluster_domain)
+    return InstanceTls(server_name=names[0], dns_names=names, secret_name=f"{k8s_name}{TLS_SECRET_SUFFIX}")
+
+
+def _image(version: str, repository: str, catalog: ImageCatalog | None) -> str:
+    if catalog is None:
+        return f"{repository}:{version}"
+    try:
+        return catalog.reference(version, repository)
+    except KeyError:
+        listed = ", ".join(catalog.versions)
+        raise PlacementError(
+            "postgres_version",
+            f"the image catalog has no image for PostgreSQL {version} (it lists {listed}); "
+            "choose one of those or add the version to the catalog",
+            code="version_not_in_catalog",
+        ) from None
 
 
 def _resolve_version(

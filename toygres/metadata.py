@@ -371,6 +371,27 @@ class MetadataRepository:
             {"id": instance_id, "op": orchestration_id},
         )
 
+    async def set_deployment_config(
+        self, instance_id: UUID, config: DeploymentConfig
+    ) -> InstanceMetadata | None:
+        """Record a changed deployment (a new pinned image) of a *running* instance; None otherwise.
+
+        Written before the change is applied (intent first), so whatever re-applies an instance from
+        its record (a retry, drift correction) moves it forward, never back to the old image.
+        """
+        if config.instance_id != instance_id:
+            raise ValueError("the config belongs to another instance")
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q(
+                    "UPDATE {instances} SET deployment_config = %(config)s, image = %(image)s"
+                    " WHERE id = %(id)s AND state = 'running' RETURNING *"
+                ),
+                {"id": instance_id, "config": Jsonb(config.model_dump(mode="json")), "image": config.image},
+            )
+            row = await cur.fetchone()
+        return None if row is None else _instance(row)
+
     # -- health checks ------------------------------------------------------------------------
 
     async def record_health_check(self, instance_id: UUID, result: HealthCheckResult) -> HealthCheckRecord:

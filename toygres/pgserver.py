@@ -53,6 +53,7 @@ PG_OS_USER = "toygres-pg"
 """OS user that owns data directories and runs the server when we are root."""
 
 _CONF_FILE = "toygres.conf"
+_FILES_DIR = "toygres-files"
 _LOG_FILE = "server.log"
 _SOCKET_PATH_LIMIT = 107  # sun_path is 108 bytes including the trailing NUL
 _DEFAULT_SETTINGS: dict[str, str] = {"max_connections": "200"}
@@ -154,6 +155,11 @@ class EmbeddedPostgres:
     chosen at construction (``port=None`` reuses the one recorded in the data
     directory, else a free one) and written to ``toygres.conf`` in the data
     directory, so restarting the same directory keeps its address when possible.
+
+    ``bin_dir`` runs other binaries than :func:`postgres_bin_dir` (e.g. Debian's, which have
+    OpenSSL). ``files`` (name -> text) are written on every start into a directory of the data
+    directory, private to the server's user, for settings that name a file (``ssl_cert_file``,
+    ``ssl_key_file``, ``hba_file``): :meth:`file_path` says where each one is.
     """
 
     def __init__(
@@ -165,15 +171,18 @@ class EmbeddedPostgres:
         superuser: str = "postgres",
         password: str | None = None,
         server_settings: Mapping[str, str] | None = None,
+        bin_dir: Path | None = None,
+        files: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self._files = dict(files or {})
         self.host = host
         self.superuser = superuser
         self._password = password
         self._settings = {**_DEFAULT_SETTINGS, **dict(server_settings or {})}
         self._port_explicit = port is not None
         self.port = port if port is not None else (self._recorded_port() or free_port(self._bind_host))
-        self._bin = postgres_bin_dir()
+        self._bin = Path(bin_dir) if bin_dir is not None else postgres_bin_dir()
 
     # ------------------------------------------------------------------ public API
 
@@ -201,6 +210,7 @@ class EmbeddedPostgres:
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         self._remove_stale_pidfile()
+        self._write_files()
         attempts = 1 if self._port_explicit else 3
         for attempt in range(attempts):
             if not self._port_explicit and not _port_is_free(self.host, self.port):
@@ -265,7 +275,16 @@ class EmbeddedPostgres:
 
     def stop_when_process_exits(self) -> Watchdog:
         """Spawn a :class:`Watchdog` that stops this server once the calling process is gone."""
-        return Watchdog(self.data_dir)
+        return Watchdog(self.data_dir, self._bin)
+
+    def file_path(self, name: str) -> Path:
+        """Where the file ``name`` given in ``files`` is written."""
+        return self.files_dir(self.data_dir) / name
+
+    @staticmethod
+    def files_dir(data_dir: Path) -> Path:
+        """The directory ``files`` go to for a server in ``data_dir`` (known before constructing it)."""
+        return Path(data_dir).absolute() / _FILES_DIR
 
     def dsn(self, dbname: str = "postgres", *, with_password: bool = False) -> str:
         """libpq URL for this server; the password is included only when asked for."""
@@ -448,6 +467,19 @@ class EmbeddedPostgres:
         body = "".join(f"{k} = {_conf_quote(v)}\n" for k, v in settings.items())
         self._write_owned(self.data_dir / _CONF_FILE, "# written by toygres.pgserver; do not edit\n" + body)
 
+    def _write_files(self) -> None:
+        if not self._files:
+            return
+        directory = self.files_dir(self.data_dir)
+        directory.mkdir(mode=0o700, exist_ok=True)
+        if self._as_other_user:
+            st = self.data_dir.stat()
+            os.chown(directory, st.st_uid, st.st_gid)
+        for name, text in self._files.items():
+            if "/" in name or name in ("", ".", ".."):
+                raise ValueError(f"not a plain file name: {name!r}")
+            self._write_owned(directory / name, text)
+
     def _write_owned(self, path: Path, text: str) -> None:
         path.write_text(text)
         path.chmod(0o600)
@@ -569,9 +601,10 @@ class Watchdog:
     is a no-op if it already was) and reaps the helper.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, bin_dir: Path | None = None) -> None:
+        args = [sys.executable, "-P", str(Path(__file__).resolve()), "--watchdog", str(data_dir)]
         self.process = subprocess.Popen(
-            [sys.executable, "-P", str(Path(__file__).resolve()), "--watchdog", str(data_dir)],
+            [*args, str(bin_dir)] if bin_dir is not None else args,
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -589,17 +622,17 @@ class Watchdog:
             self.process.wait()
 
 
-def _watchdog_main(data_dir: str) -> None:
+def _watchdog_main(data_dir: str, bin_dir: str | None = None) -> None:
     """Body of ``stop_when_process_exits``: block until stdin closes, then stop the server."""
     with contextlib.suppress(KeyboardInterrupt):
         while sys.stdin.buffer.read(4096):
             pass
     with contextlib.suppress(Exception):
-        EmbeddedPostgres(Path(data_dir)).stop(mode="immediate")
+        EmbeddedPostgres(Path(data_dir), bin_dir=Path(bin_dir) if bin_dir else None).stop(mode="immediate")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--watchdog":
-        _watchdog_main(sys.argv[2])
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "--watchdog":
+        _watchdog_main(*sys.argv[2:])
     else:
-        sys.exit("usage: pgserver.py --watchdog DATA_DIR")
+        sys.exit("usage: pgserver.py --watchdog DATA_DIR [BIN_DIR]")

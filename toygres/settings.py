@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -97,6 +97,14 @@ class KubernetesSettings(BaseModel):
     aks_resource_group: str | None = None
     aks_cluster_name: str | None = None
     storage_class: str | None = None
+    #: where the control plane keeps its own objects (the CA Secret) and, when it runs in the
+    #: cluster, its pods: instances' NetworkPolicies admit this namespace
+    control_plane_namespace: str = "toygres-system"
+    #: addresses the control plane connects from when it runs outside the cluster (e.g. the Function
+    #: App's VNet integration subnet); admitted by every instance's NetworkPolicy
+    control_plane_cidrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: the cluster's DNS domain, for the names in instances' server certificates
+    cluster_domain: str = "cluster.local"
     service_type: ServiceType = ServiceType.CLUSTER_IP
     load_balancer_source_ranges: Annotated[list[str], NoDecode] = Field(default_factory=list)
     image_repository: str = "postgres"
@@ -104,14 +112,23 @@ class KubernetesSettings(BaseModel):
     #: so they get a private IP in the cluster's virtual network (the Azure profile's default)
     internal_load_balancer: bool = False
 
-    @field_validator("namespace")
+    @field_validator("namespace", "control_plane_namespace")
     @classmethod
-    def _namespace(cls, value: str) -> str:
+    def _namespace(cls, value: str, info: ValidationInfo) -> str:
         if len(value) > 63 or not _DNS_LABEL_RE.match(value):
             raise PydanticCustomError(
                 "dns_label",
-                "kubernetes.namespace must be a DNS-1123 label: lowercase letters, digits and '-', "
+                f"kubernetes.{info.field_name} must be a DNS-1123 label: lowercase letters, digits and '-', "
                 "at most 63 characters",
+            )
+        return value
+
+    @field_validator("cluster_domain")
+    @classmethod
+    def _cluster_domain(cls, value: str) -> str:
+        if len(value) > 253 or not _DNS_SUBDOMAIN_RE.match(value):
+            raise PydanticCustomError(
+                "dns_subdomain", "kubernetes.cluster_domain must be a DNS name such as cluster.local"
             )
         return value
 
@@ -124,14 +141,14 @@ class KubernetesSettings(BaseModel):
             )
         return value
 
-    @field_validator("load_balancer_source_ranges", mode="before")
+    @field_validator("load_balancer_source_ranges", "control_plane_cidrs", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return _split_list(value)
 
-    @field_validator("load_balancer_source_ranges")
+    @field_validator("load_balancer_source_ranges", "control_plane_cidrs")
     @classmethod
-    def _cidrs(cls, value: list[str]) -> list[str]:
+    def _cidrs(cls, value: list[str], info: ValidationInfo) -> list[str]:
         out = []
         for item in value:
             try:
@@ -139,7 +156,7 @@ class KubernetesSettings(BaseModel):
             except ValueError:
                 raise PydanticCustomError(
                     "cidr",
-                    "kubernetes.load_balancer_source_ranges must hold CIDR ranges such as 203.0.113.0/24; "
+                    f"kubernetes.{info.field_name} must hold CIDR ranges such as 203.0.113.0/24; "
                     "got {item}",
                     {"item": item},
                 ) from None
@@ -197,6 +214,46 @@ class AuthSettings(BaseModel):
         return self
 
 
+class CaStoreKind(StrEnum):
+    """Where the deployment's CA private key is kept."""
+
+    KUBERNETES_SECRET = "kubernetes-secret"
+    KEY_VAULT = "key-vault"
+
+
+class TlsSettings(BaseModel):
+    """TLS of instances (``TOYGRES_TLS__*``): the deployment's CA and the server certificates it issues.
+
+    ``ca_store=key-vault`` (with ``key_vault_url``) is the Azure profile's intended home for the CA
+    key; this version refuses it at start-up (see docs/control-plane.md) rather than pretend.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    ca_store: CaStoreKind = CaStoreKind.KUBERNETES_SECRET
+    #: the Secret (in ``kubernetes.control_plane_namespace``) holding the CA certificate and key
+    ca_secret_name: str = "toygres-ca"
+    key_vault_url: str | None = None
+    server_certificate_days: int = Field(default=90, ge=7, le=825)
+    #: a certificate is renewed when it expires within this many days
+    renew_before_days: int = Field(default=30, ge=1, le=365)
+
+    @field_validator("ca_secret_name")
+    @classmethod
+    def _secret_name(cls, value: str) -> str:
+        if len(value) > 253 or not _DNS_SUBDOMAIN_RE.match(value):
+            raise PydanticCustomError("dns_subdomain", "tls.ca_secret_name must be a DNS-1123 subdomain")
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> TlsSettings:
+        if self.renew_before_days >= self.server_certificate_days:
+            raise PydanticCustomError(
+                "renew_window", "tls.renew_before_days must be smaller than tls.server_certificate_days"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """All Toygres settings. ``database_url`` is optional: ``toygres serve`` can run an embedded server."""
 
@@ -230,6 +287,9 @@ class Settings(BaseSettings):
     health_check_interval_seconds: int = Field(default=30, ge=5, le=3600)
     readiness_deadline_seconds: int = Field(default=600, ge=30, le=7200)
     local_data_dir: Path = Path("~/.toygres/instances")
+    #: the image catalog (JSON); unset: the catalog shipped in the package (toygres/image-catalog.json)
+    image_catalog_file: Path | None = None
+    tls: TlsSettings = Field(default_factory=TlsSettings)
 
     @field_validator("engine_schema", "cms_schema")
     @classmethod

@@ -7,7 +7,8 @@ Register them once in the root ``tests/conftest.py``::
 or bind them in a test module (``kube_apiserver = fixtures.kube_apiserver``).
 
 ``kube_apiserver``   a started :class:`KubeApiServer` (plain HTTP, bearer token), stopped
-                     with all its PostgreSQL backends at teardown.
+                     with all its PostgreSQL backends at teardown; pods that serve TLS run on
+                     Debian's PostgreSQL when it is installed (``tls_pg_bin_dir``).
 ``kubeconfig_path``  a kubeconfig file (YAML, token user) for ``kube_apiserver``.
 ``arm_server``       a started HTTPS :class:`ArmServer` with cluster
                      ``ARM_SUBSCRIPTION``/``ARM_RESOURCE_GROUP``/``ARM_CLUSTER`` whose
@@ -25,6 +26,7 @@ import pytest
 
 from tests.standins.arm import ArmServer, StaticTokenCredential
 from tests.standins.kube_apiserver import KubeApiServer
+from tests.standins.pg_binaries import tls_pg_bin_dir
 
 ARM_SUBSCRIPTION = "00000000-0000-0000-0000-00000000a11c"
 ARM_RESOURCE_GROUP = "toygres-rg"
@@ -33,7 +35,7 @@ ARM_CLUSTER = "toygres-aks"
 
 @pytest.fixture
 def kube_apiserver() -> Iterator[KubeApiServer]:
-    server = KubeApiServer(restart_delay=0.5).start()
+    server = KubeApiServer(restart_delay=0.5, tls_bin_dir=tls_pg_bin_dir()).start()
     try:
         yield server
     finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import ipaddress
 import re
 import uuid
 from typing import Any
@@ -25,6 +26,8 @@ import yaml
 
 from tests.standins.kube_objects import (
     NAMESPACES,
+    NETWORK_POLICIES,
+    PDBS,
     PODS,
     PVCS,
     SECRETS,
@@ -261,6 +264,38 @@ class KubeApi:
                     )
             else:
                 obj["status"] = {"replicas": 0, "availableReplicas": 0}
+        elif res is NETWORK_POLICIES:
+            spec = obj.get("spec")
+            if not isinstance(spec, dict) or not isinstance(spec.get("podSelector"), dict):
+                raise invalid(res, name, "spec.podSelector", "Required value")
+            for direction, peers_key in (("ingress", "from"), ("egress", "to")):
+                for i, rule in enumerate(spec.get(direction) or []):
+                    for port in rule.get("ports") or []:
+                        port.setdefault("protocol", "TCP")
+                    for j, peer in enumerate(rule.get(peers_key) or []):
+                        block = peer.get("ipBlock")
+                        if block is not None and not _cidr_ok(block.get("cidr")):
+                            raise invalid(
+                                res,
+                                name,
+                                f"spec.{direction}[{i}].{peers_key}[{j}].ipBlock.cidr",
+                                f"Invalid value: {block.get('cidr')!r}: must be a valid CIDR",
+                            )
+            if not spec.get("policyTypes"):
+                spec["policyTypes"] = ["Ingress", "Egress"] if spec.get("egress") else ["Ingress"]
+        elif res is PDBS:
+            spec = obj.setdefault("spec", {})
+            if "minAvailable" in spec and "maxUnavailable" in spec:
+                raise invalid(
+                    res, name, "spec", "Invalid value: minAvailable and maxUnavailable cannot be both set"
+                )
+            if old is None:
+                obj["status"] = {
+                    "currentHealthy": 0,
+                    "desiredHealthy": 0,
+                    "disruptionsAllowed": 0,
+                    "expectedPods": 0,
+                }
 
     # -- verbs -----------------------------------------------------------------------------------
     def get(self, res: Resource, namespace: str, name: str) -> Obj:
@@ -507,6 +542,14 @@ class KubeApi:
                 if len(kept) != len(refs):
                     obj["metadata"]["ownerReferences"] = kept
                     self.store.put(dep_res, obj)
+
+
+def _cidr_ok(value: Any) -> bool:
+    try:
+        ipaddress.ip_network(str(value), strict=True)
+    except ValueError:
+        return False
+    return True
 
 
 def _drop_nulls(obj: Any) -> Any:

@@ -77,7 +77,10 @@ class KubeApiServer(StandinHttpServer):
         tls: bool = False,
         restart_delay: float = 1.0,
         work_dir: Path | None = None,
+        tls_bin_dir: Path | None = None,
     ) -> None:
+        """``tls_bin_dir``: PostgreSQL binaries with OpenSSL for pods whose configuration turns
+        ``ssl`` on (see :mod:`tests.standins.pg_binaries`); without it such pods fail to start."""
         self._own_work_dir = work_dir is None
         self.work_dir = Path(tempfile.mkdtemp(prefix="kube-standin-")) if work_dir is None else work_dir
         self.tls: TlsMaterial | None = make_tls_material(self.work_dir / "tls") if tls else None
@@ -85,7 +88,7 @@ class KubeApiServer(StandinHttpServer):
         self.token = token
         self.store = Store()
         self.api = KubeApi(self.store)
-        self.controller = Controller(self.store, self.api, self.work_dir, restart_delay)
+        self.controller = Controller(self.store, self.api, self.work_dir, restart_delay, tls_bin_dir)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> KubeApiServer:
@@ -202,6 +205,7 @@ class KubeApiServer(StandinHttpServer):
                     ],
                 },
             )
+        groups = sorted({r.group for r in RESOURCES.values() if r.group})
         if path == "/apis":
             return Response(
                 200,
@@ -210,15 +214,16 @@ class KubeApiServer(StandinHttpServer):
                     "apiVersion": "v1",
                     "groups": [
                         {
-                            "name": "apps",
-                            "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
-                            "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"},
+                            "name": group,
+                            "versions": [{"groupVersion": f"{group}/v1", "version": "v1"}],
+                            "preferredVersion": {"groupVersion": f"{group}/v1", "version": "v1"},
                         }
+                        for group in groups
                     ],
                 },
             )
-        if path in ("/api/v1", "/apis/apps/v1"):
-            group = "" if path == "/api/v1" else "apps"
+        if path == "/api/v1" or path in {f"/apis/{group}/v1" for group in groups}:
+            group = "" if path == "/api/v1" else path.split("/")[2]
             resources = [
                 {
                     "name": r.plural,

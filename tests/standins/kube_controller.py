@@ -6,9 +6,16 @@ the objects Toygres creates, with each StatefulSet pod backed by a real PostgreS
   template revision is stale, ``status`` counters.
 - "Kubelet": each StatefulSet pod runs ``toygres.pgserver.EmbeddedPostgres`` with the
   superuser/password from the container env (``POSTGRES_USER``, ``POSTGRES_PASSWORD``
-  incl. ``valueFrom.secretKeyRef``, ``POSTGRES_DB``); the pod is Ready once a real
-  login + ``select 1`` succeeds. The data directory lives on the PVC (kept across pod
-  restarts and StatefulSet re-creation, removed when the PVC is deleted).
+  incl. ``valueFrom.secretKeyRef``, or ``POSTGRES_PASSWORD_FILE`` read from a mounted
+  Secret/ConfigMap volume, ``POSTGRES_DB``) and, when the container's args name a
+  ``config_file`` on a mounted volume, the settings of that file (files it names, such as
+  the certificate, key and ``hba_file``, are read from their volumes too). Listen address,
+  port and socket directory are the stand-in's; memory-hungry settings are shrunk
+  (``_PG_SETTINGS``) because many pods share one small machine. Pods whose configuration
+  turns ``ssl`` on run on ``tls_bin_dir`` (PostgreSQL with OpenSSL, e.g. Debian's) when
+  the stand-in has one, else they fail to start as such a container would. The pod is
+  Ready once a real login + ``select 1`` succeeds. The data directory lives on the PVC
+  (kept across pod restarts and StatefulSet re-creation, removed when the PVC is deleted).
 - Garbage collector / namespace controller / PVC protection: orphaned pods go away, a
   terminating namespace is emptied then removed, a deleted PVC disappears once no pod
   uses it.
@@ -23,6 +30,7 @@ import base64
 import copy
 import hashlib
 import json
+import re
 import shutil
 import threading
 import time
@@ -37,6 +45,8 @@ from tests.standins.kube_api import KubeApi
 from tests.standins.kube_objects import (
     CONFIGMAPS,
     NAMESPACES,
+    NETWORK_POLICIES,
+    PDBS,
     PODS,
     PVCS,
     SECRETS,
@@ -45,6 +55,7 @@ from tests.standins.kube_objects import (
     ApiError,
     Obj,
     Store,
+    label_selector_matches,
     now_rfc3339,
     selector_matches,
 )
@@ -59,6 +70,17 @@ _PG_SETTINGS = {
     "shared_buffers": "16MB",
     "max_connections": "50",
 }
+#: settings a pod's configuration file may not decide here: the stand-in owns the address
+_LAUNCHER_SETTINGS = {
+    "listen_addresses",
+    "port",
+    "unix_socket_directories",
+    "include_if_exists",
+    "include",
+    "include_dir",
+}
+#: settings that name a file, which the "kubelet" reads from the pod's volumes
+_FILE_SETTINGS = ("hba_file", "ident_file", "ssl_cert_file", "ssl_key_file", "ssl_ca_file", "ssl_crl_file")
 
 
 @dataclass
@@ -85,6 +107,7 @@ class Backend:
     stop_requested: bool = False
     kill_on_stop: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    bin_dir: Path | None = None  # None: the embedded binaries
 
 
 class ConfigError(Exception):
@@ -98,8 +121,16 @@ def template_hash(template: Obj) -> str:
 class Controller:
     """Runs the reconcile loop in one thread; PostgreSQL starts/stops run in worker threads."""
 
-    def __init__(self, store: Store, api: KubeApi, work_dir: Path, restart_delay: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        api: KubeApi,
+        work_dir: Path,
+        restart_delay: float,
+        tls_bin_dir: Path | None = None,
+    ) -> None:
         self._services_lock = threading.Lock()
+        self.tls_bin_dir = tls_bin_dir
         self.store = store
         self.api = api
         self.work_dir = work_dir
@@ -229,13 +260,14 @@ class Controller:
             self._statefulset_status(sts)
         self._pvcs()
         self._services()
+        self._disruption_budgets()
 
     def _namespaces(self) -> None:
         for ns in self.store.items(NAMESPACES):
             if not ns["metadata"].get("deletionTimestamp"):
                 continue
             name = ns["metadata"]["name"]
-            for res in (STATEFULSETS, SERVICES, SECRETS, CONFIGMAPS):
+            for res in (STATEFULSETS, SERVICES, SECRETS, CONFIGMAPS, NETWORK_POLICIES, PDBS):
                 for obj in self.store.items(res, name):
                     self.store.remove(res, name, obj["metadata"]["name"])
             remaining = 0
@@ -461,6 +493,7 @@ class Controller:
         try:
             try:
                 env = self._resolve_env(pod)
+                settings, files = self._server_config(pod, backend.data_dir)
             except ConfigError as exc:
                 with self.lock:
                     backend.state, backend.message = "config-error", str(exc)
@@ -468,12 +501,15 @@ class Controller:
                 return
             user = env.get("POSTGRES_USER") or "postgres"
             password = env.get("POSTGRES_PASSWORD") or None
+            backend.bin_dir = self.tls_bin_dir if settings.get("ssl") == "on" else None
             pg = EmbeddedPostgres(
                 backend.data_dir,
                 port=backend.port,
                 superuser=user,
                 password=password,
-                server_settings=_PG_SETTINGS,
+                server_settings={**settings, **_PG_SETTINGS},
+                bin_dir=backend.bin_dir,
+                files=files,
             )
             pg.start(timeout=90)
             with self.lock:
@@ -498,14 +534,67 @@ class Controller:
                 self._stop_worker(backend)
             self.wake()
 
+    @staticmethod
+    def _container(pod: Obj) -> Obj:
+        """The PostgreSQL container: the one given a password, else the first."""
+        containers = pod["spec"].get("containers") or []
+        wanted = ("POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE")
+        return next(
+            (c for c in containers if any(e.get("name") in wanted for e in c.get("env") or [])),
+            containers[0] if containers else {},
+        )
+
+    def _mounted_file(self, pod: Obj, path: str) -> str:
+        """The text of ``path`` inside the container, projected from a Secret or ConfigMap volume
+        the way kubelet projects it (``items`` map keys to paths; without them every key is a file)."""
+        ns = pod["metadata"]["namespace"]
+        volumes = {v.get("name"): v for v in pod["spec"].get("volumes") or []}
+        for mount in self._container(pod).get("volumeMounts") or []:
+            root = str(mount.get("mountPath", "")).rstrip("/")
+            if not path.startswith(root + "/"):
+                continue
+            relative = path[len(root) + 1 :]
+            volume = volumes.get(mount.get("name")) or {}
+            if "secret" in volume:
+                res, source, name = SECRETS, volume["secret"], volume["secret"].get("secretName")
+            elif "configMap" in volume:
+                res, source, name = CONFIGMAPS, volume["configMap"], volume["configMap"].get("name")
+            else:
+                raise ConfigError(
+                    f"{path} is on volume {mount.get('name')!r}, which holds no Secret or ConfigMap"
+                )
+            data = self._ref_data(ns, res, str(name), bool(source.get("optional")))
+            items = source.get("items")
+            key = {i["path"]: i["key"] for i in items}.get(relative) if items else relative
+            if key is None or key not in data:
+                raise ConfigError(f"MountVolume.SetUp failed: no key for {path} in {res.kind} {ns}/{name}")
+            return data[key]
+        raise ConfigError(f"no volume is mounted at {path}")
+
+    def _server_config(self, pod: Obj, data_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+        """(settings, files) from the ``config_file`` the container's args name, if any."""
+        container = self._container(pod)
+        args = [*(container.get("command") or []), *(container.get("args") or [])]
+        config_file = next((a.split("=", 1)[1] for a in args if a.startswith("config_file=")), None)
+        if config_file is None:
+            return {}, {}
+        settings = {
+            k: v
+            for k, v in _parse_postgresql_conf(self._mounted_file(pod, config_file)).items()
+            if k not in _LAUNCHER_SETTINGS
+        }
+        files: dict[str, str] = {}
+        for key in _FILE_SETTINGS:
+            if key in settings:
+                name = f"{key}-{Path(settings[key]).name}"
+                files[name] = self._mounted_file(pod, settings[key])
+                settings[key] = str(EmbeddedPostgres.files_dir(data_dir) / name)
+        return settings, files
+
     def _resolve_env(self, pod: Obj) -> dict[str, str]:
         ns = pod["metadata"]["namespace"]
         env: dict[str, str] = {}
-        containers = pod["spec"].get("containers") or []
-        container = next(
-            (c for c in containers if any(e.get("name") == "POSTGRES_PASSWORD" for e in c.get("env") or [])),
-            containers[0] if containers else {},
-        )
+        container = self._container(pod)
         for source in container.get("envFrom") or []:
             ref = source.get("secretRef") or source.get("configMapRef")
             if ref is None:
@@ -528,6 +617,9 @@ class Controller:
                 env[var["name"]] = data[ref["key"]]
             elif not ref.get("optional"):
                 raise ConfigError(f"couldn't find key {ref['key']} in {res.kind} {ns}/{ref['name']}")
+        if "POSTGRES_PASSWORD_FILE" in env and not env.get("POSTGRES_PASSWORD"):
+            # the image's entrypoint reads it like "$(< file)", which drops trailing newlines
+            env["POSTGRES_PASSWORD"] = self._mounted_file(pod, env["POSTGRES_PASSWORD_FILE"]).rstrip("\n")
         return env
 
     def _ref_data(self, ns: str, res: Any, name: str, optional: bool) -> dict[str, str]:
@@ -575,7 +667,7 @@ class Controller:
         pg = backend.pg
         try:
             if pg is None and (backend.data_dir / "PG_VERSION").exists():
-                pg = EmbeddedPostgres(backend.data_dir)
+                pg = EmbeddedPostgres(backend.data_dir, bin_dir=backend.bin_dir)
             if pg is not None:
                 if backend.kill_on_stop:
                     pg.kill()
@@ -735,6 +827,31 @@ class Controller:
                 if updated != current:
                     self.store.put(SERVICES, updated)
 
+    def _disruption_budgets(self) -> None:
+        """PodDisruptionBudget status, as the disruption controller computes it (minAvailable only)."""
+        for pdb in self.store.items(PDBS):
+            meta, spec = pdb["metadata"], pdb.get("spec") or {}
+            pods = [
+                p
+                for p in self.store.items(PODS, meta["namespace"])
+                if label_selector_matches(spec.get("selector"), p["metadata"].get("labels") or {})
+                and not p["metadata"].get("deletionTimestamp")
+            ]
+            healthy = sum(1 for p in pods if _pod_ready(p))
+            desired = int(spec.get("minAvailable", 0)) if isinstance(spec.get("minAvailable"), int) else 0
+            status = {
+                "observedGeneration": meta.get("generation", 1),
+                "currentHealthy": healthy,
+                "desiredHealthy": desired,
+                "disruptionsAllowed": max(healthy - desired, 0),
+                "expectedPods": len(pods),
+            }
+            with self.store.lock:
+                current = self.store.get(PDBS, meta["namespace"], meta["name"])
+                if current is not None and current.get("status") != status:
+                    current["status"] = status
+                    self.store.put(PDBS, current)
+
     # -- helpers for tests -----------------------------------------------------------------------
     def endpoint_for_service(self, namespace: str, name: str) -> tuple[str, int]:
         svc = self.store.get(SERVICES, namespace, name)
@@ -753,6 +870,25 @@ class Controller:
     def backend_pids(self) -> list[int]:
         with self.lock:
             return [pid for b in self.backends.values() if b.pg is not None and (pid := b.pg.pid) is not None]
+
+
+_CONF_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=?\s*('(?:[^']|'')*'|[^\s#]*)\s*(#.*)?$")
+
+
+def _parse_postgresql_conf(text: str) -> dict[str, str]:
+    """``name = value`` lines as PostgreSQL reads them (quotes, doubled quotes, comments); later wins."""
+    settings: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _CONF_LINE.match(line)
+        if match is None:
+            raise ConfigError(f"syntax error in the configuration file, line {number}")
+        value = match.group(2)
+        if value.startswith("'"):
+            value = value[1:-1].replace("''", "'")
+        settings[match.group(1).lower()] = value
+    return settings
 
 
 def _data_claim(pod: Obj, sts: Obj) -> str | None:

@@ -50,6 +50,12 @@ RESOURCES: dict[tuple[str, str], Resource] = {
         ),
         Resource("", "v1", "pods", "Pod", namespaced=True, has_status=True),
         Resource("apps", "v1", "statefulsets", "StatefulSet", namespaced=True, has_status=True),
+        Resource(
+            "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", namespaced=True, has_status=False
+        ),
+        Resource(
+            "policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", namespaced=True, has_status=True
+        ),
     )
 }
 
@@ -60,6 +66,8 @@ PVCS = RESOURCES[("", "persistentvolumeclaims")]
 PODS = RESOURCES[("", "pods")]
 CONFIGMAPS = RESOURCES[("", "configmaps")]
 STATEFULSETS = RESOURCES[("apps", "statefulsets")]
+NETWORK_POLICIES = RESOURCES[("networking.k8s.io", "networkpolicies")]
+PDBS = RESOURCES[("policy", "poddisruptionbudgets")]
 
 
 def now_rfc3339() -> str:

@@ -229,3 +229,47 @@ async def test_a_failing_plane_provider_is_503_with_the_settings_to_fix() -> Non
             "/api/operations/{operation_id}",
             "/api/health",
         } <= set(schema["paths"])
+
+
+# -- hardening: CA, parameters, catalog -------------------------------------------------------
+
+
+async def test_ca_of_a_local_instance_is_a_clear_404(api: httpx.AsyncClient) -> None:
+    assert_error(await api.get(f"/api/instances/{uuid4()}/ca"), 404, "instance_not_found")
+    created = (await api.post("/api/instances", json={"name": "plain"})).json()
+    error = assert_error(await api.get(f"/api/instances/{created['instance_id']}/ca"), 404, "tls_not_served")
+    assert "does not serve TLS" in error["message"]
+    instance = (await api.get(f"/api/instances/{created['instance_id']}")).json()
+    assert (
+        "local runtime only" in instance["connection_security"]
+        and "sslmode=disable" in instance["connection_security"]
+    )
+
+
+async def test_parameters_and_sources_are_validated_naming_them(api: httpx.AsyncClient) -> None:
+    error = assert_error(
+        await api.post("/api/instances", json={"name": "tuned", "server_parameters": {"fsync": "off"}}),
+        422,
+        "validation_error",
+    )
+    assert error["fields"][0]["field"] == "server_parameters"
+    assert "server_parameters.fsync is not a settable parameter" in error["fields"][0]["message"]
+    error = assert_error(
+        await api.post(
+            "/api/instances", json={"name": "tuned", "allowed_sources": [{"cidr": "300.0.0.0/8"}]}
+        ),
+        422,
+        "validation_error",
+    )
+    assert error["fields"][0]["field"] == "allowed_sources.0.cidr"
+
+
+async def test_image_catalog_and_a_rollout_with_nothing_to_roll(api: httpx.AsyncClient) -> None:
+    catalog = (await api.get("/api/image-catalog")).json()
+    assert catalog["repository"] == "postgres" and sorted(catalog["images"]) == ["14", "15", "16", "17", "18"]
+    assert all("@sha256:" in image for image in catalog["images"].values())
+    response = await api.post("/api/image-catalog/rollouts")
+    assert response.status_code == 202, response.text
+    operation = await wait_operation(api, response.headers["location"])
+    assert operation["status"] == "Completed" and operation["kind"] == "image-rollout"
+    assert operation["custom_status"]["rolled"] == []  # local instances run their bundled binaries

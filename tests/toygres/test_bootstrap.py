@@ -12,7 +12,8 @@ from toygres.models import RuntimeKind
 from toygres.runtimes.aks_credentials import AksClientFactory
 from toygres.runtimes.base import InstanceSpec
 from toygres.runtimes.kubernetes import KubernetesRuntime
-from toygres.settings import KubernetesSettings, Settings
+from toygres.runtimes.tls_secrets import KubernetesSecretCaStore
+from toygres.settings import CaStoreKind, KubernetesSettings, Settings, TlsSettings
 
 
 def test_kubernetes_default_without_a_cluster_is_refused_with_the_settings_to_set(tmp_path: Path) -> None:
@@ -30,6 +31,20 @@ def test_kubeconfig_settings_give_a_working_kubernetes_runtime(kubeconfig_path: 
         instance_id="i-1", name="absent", postgres_version="17", storage_size="1Gi", username="postgres"
     )
     assert runtime.status(spec).exists is False  # a real round trip to the API server stand-in
+    # the hardening's settings reach the runtime: the CA's home, the control plane's peers
+    assert isinstance(runtime.ca_store, KubernetesSecretCaStore)
+    assert (runtime.ca_store.namespace, runtime.ca_store.name) == ("toygres-system", "toygres-ca")
+    assert runtime.control_plane_namespace == "toygres-system" and runtime.internal_load_balancer is False
+
+
+def test_key_vault_for_the_ca_is_refused_plainly(kubeconfig_path: Path, tmp_path: Path) -> None:
+    settings = Settings(
+        local_data_dir=tmp_path,
+        kubernetes=KubernetesSettings(kubeconfig=kubeconfig_path),
+        tls=TlsSettings(ca_store=CaStoreKind.KEY_VAULT, key_vault_url="https://kv.vault.azure.net"),
+    )
+    with pytest.raises(ConfigurationError, match="key-vault is not supported by this version"):
+        build_runtimes(settings)
 
 
 def test_aks_settings_select_the_aks_credential_path(tmp_path: Path) -> None:

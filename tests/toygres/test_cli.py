@@ -162,6 +162,10 @@ def test_create_list_get_delete(api_url: str) -> None:
         (["instances", "list", "--limit", "0"], "'--limit'"),
         (["instances", "list", "--url", "ftp://x"], "must be an http:// or https:// URL"),
         (["instances", "create"], "Missing argument"),
+        (["instances", "create", "ok", "--param", "fsync=off"], "'--param': server_parameters.fsync is not"),
+        (["instances", "create", "ok", "--param", "novalue"], "write NAME=VALUE"),
+        (["instances", "create", "ok", "--allow", "10.0.0.0/99"], "'--allow': allowed_sources.cidr must be"),
+        (["instances", "create", "ok", "--allow", "ns:team"], "write ns:LABEL=VALUE"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(args: list[str], phrase: str) -> None:
@@ -198,3 +202,30 @@ def test_migrate_without_a_database_url_exits_2() -> None:
     result = CliRunner().invoke(app, ["migrate"], env={"TOYGRES_DATABASE_URL": None})
     assert result.exit_code == 2
     assert "TOYGRES_DATABASE_URL is not set" in flat(result.stderr)
+
+
+def test_ca_and_catalog_commands(api_url: str, tmp_path: Path) -> None:
+    catalog = run(["catalog", "show"], api_url)
+    assert catalog.exit_code == 0, catalog.output
+    assert re.search(r"17\s+postgres:17\.\d+@sha256:[0-9a-f]{64}", catalog.stdout)
+    rollout = run(["catalog", "rollout", "--wait", "--poll-interval", "0.2"], api_url)
+    assert rollout.exit_code == 0, rollout.output
+    assert "0 instance(s) rolled" in flat(rollout.stdout)
+    created = run(
+        [
+            "instances",
+            "create",
+            "tuned",
+            "--param",
+            "statement_timeout=5s",
+            "--allow",
+            "ns:team=web",
+            "--json",
+        ],
+        api_url,
+    )
+    assert created.exit_code == 0, created.output
+    instance_id = json.loads(created.stdout)["instance_id"]
+    missing = run(["instances", "ca", instance_id, "-o", str(tmp_path / "ca.crt")], api_url)
+    assert missing.exit_code == 1 and "does not serve TLS" in flat(missing.stderr)
+    assert not (tmp_path / "ca.crt").exists()

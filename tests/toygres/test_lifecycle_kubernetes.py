@@ -12,27 +12,34 @@ import base64
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import psycopg
 import pytest
 from kubernetes import client as k8s
 
+from api.app import create_app
 from control_plane.service import ControlPlane
 from durable_engine import PostgresProvider, Runtime, RuntimeStatus
 from tests.standins.arm import ArmServer, StaticTokenCredential
 from tests.standins.fixtures import ARM_CLUSTER, ARM_RESOURCE_GROUP, ARM_SUBSCRIPTION
 from tests.standins.kube_apiserver import KubeApiServer
+from tests.standins.pg_binaries import SKIP_REASON, tls_pg_bin_dir
 from toygres.models import CreateInstanceRequest, HealthStatus, InstanceState, RuntimeKind, make_k8s_name
 from toygres.runtimes.aks_credentials import AksClientFactory, AksCluster
 from toygres.runtimes.kubernetes import KubernetesRuntime
 from toygres.runtimes.manifests import INSTANCE_ID_LABEL
+from toygres.runtimes.tls_secrets import KubernetesSecretCaStore
 from toygres.settings import Settings
 
 from .plane import FAST, control_plane
+from .secret_search import rows_containing
 
-pytestmark = pytest.mark.postgres
+# Kubernetes instances serve TLS, which the stand-in's pods can only do on Debian's PostgreSQL
+pytestmark = [pytest.mark.postgres, pytest.mark.skipif(tls_pg_bin_dir() is None, reason=SKIP_REASON)]
 NAMESPACE = "toygres"
 
 
@@ -46,7 +53,9 @@ async def k8s_plane(
         arm_base_url=arm.url,
         connection_verify=str(arm.ca_file),
     )
-    runtime = KubernetesRuntime(factory, namespace=NAMESPACE)
+    runtime = KubernetesRuntime(
+        factory, namespace=NAMESPACE, ca_store=KubernetesSecretCaStore("toygres-system", "toygres-ca")
+    )
     settings = Settings(default_runtime=RuntimeKind.KUBERNETES)
     provider = await PostgresProvider.connect(dsn)
     try:
@@ -73,6 +82,13 @@ def leftovers(factory: AksClientFactory, instance_id: UUID) -> dict[str, list[st
         "pvcs": core.list_namespaced_persistent_volume_claim(NAMESPACE, label_selector=selector).items,
         "pods": core.list_namespaced_pod(NAMESPACE, label_selector=selector).items,
         "statefulsets": apps.list_namespaced_stateful_set(NAMESPACE, label_selector=selector).items,
+        "configmaps": core.list_namespaced_config_map(NAMESPACE, label_selector=selector).items,
+        "networkpolicies": k8s.NetworkingV1Api(api)
+        .list_namespaced_network_policy(NAMESPACE, label_selector=selector)
+        .items,
+        "poddisruptionbudgets": k8s.PolicyV1Api(api)
+        .list_namespaced_pod_disruption_budget(NAMESPACE, label_selector=selector)
+        .items,
     }
     return {kind: [o.metadata.name for o in items] for kind, items in found.items() if items}
 
@@ -87,7 +103,11 @@ async def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.2) -
 
 
 async def test_lifecycle_on_kubernetes(
-    pg_dsn: str, kube_apiserver: KubeApiServer, arm_server: ArmServer, arm_credential: StaticTokenCredential
+    pg_dsn: str,
+    kube_apiserver: KubeApiServer,
+    arm_server: ArmServer,
+    arm_credential: StaticTokenCredential,
+    tmp_path: Path,
 ) -> None:
     async with k8s_plane(pg_dsn, arm_server, arm_credential) as (cp, _, factory):
         created = await cp.create_instance(CreateInstanceRequest(name="inventory", username="app"))
@@ -98,12 +118,25 @@ async def test_lifecycle_on_kubernetes(
         assert instance.state is InstanceState.RUNNING and instance.connection_string
         assert "kubectl get secret" in created.password_hint
 
-        # the password lives only in the Secret: read it the way the hint says, then connect
+        # the password lives only in the Secret: read it the way the hint says, then connect as the
+        # connection string says: verify-full against the CA the API hands out
         secret = k8s.CoreV1Api(factory()).read_namespaced_secret(instance.password_ref.name, NAMESPACE)
         password = base64.b64decode(secret.data["password"]).decode()
+        assert "sslmode=verify-full" in instance.connection_string
+        app = create_app(lambda: cp)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://toygres"
+        ) as api:
+            response = await api.get(f"/api/instances/{created.instance_id}/ca")
+        assert response.status_code == 200 and response.headers["content-type"] == "application/x-pem-file"
+        assert response.text == await cp.get_instance_ca(created.instance_id)
+        ca_file = tmp_path / "ca.crt"
+        ca_file.write_text(response.text)
         async with await psycopg.AsyncConnection.connect(
-            instance.connection_string, password=password, autocommit=True
+            instance.connection_string, password=password, sslrootcert=str(ca_file), autocommit=True
         ) as conn:
+            cur = await conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            assert await cur.fetchone() == (True,)
             await conn.execute("CREATE TABLE items (id int)")
             await conn.execute("INSERT INTO items VALUES (1)")
 
@@ -112,6 +145,20 @@ async def test_lifecycle_on_kubernetes(
             return len([c for c in checks if c.status is HealthStatus.HEALTHY]) >= 2
 
         await wait_for(healthy_checks)
+        checks = await cp.metadata.list_health_checks(created.instance_id)
+        assert any(c.message and "certificate verified" in c.message for c in checks)
+
+        # the private keys (the CA's, the server's) live in their Secrets only: not in a row of the
+        # metadata, nor in the engine's history and queues, which share this database
+        core = k8s.CoreV1Api(factory())
+        keys = [
+            base64.b64decode(core.read_namespaced_secret(name, ns).data["tls.key"]).decode()
+            for ns, name in (("toygres-system", "toygres-ca"), (NAMESPACE, f"{instance.k8s_name}-tls"))
+        ]
+        bodies = [key.split("-----")[2].strip().splitlines()[0] for key in keys]  # a line of each key
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+            searched, found = await rows_containing(conn, [*bodies, "PRIVATE KEY", password])
+        assert searched > 20 and found == []
         # a killed pod turns unhealthy within two intervals, and healthy again once restarted
         kube_apiserver.hold_down(NAMESPACE, f"{instance.k8s_name}-0")
         kube_apiserver.kill_pod(NAMESPACE, f"{instance.k8s_name}-0")

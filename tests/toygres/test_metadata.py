@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from toygres.cms_migrations import CMS_MIGRATIONS_DIR, cms_migrations, migrate_cms
@@ -29,6 +28,8 @@ from toygres.models import (
     RuntimeKind,
 )
 from toygres.settings import Settings
+
+from .secret_search import rows_containing
 
 pytestmark = pytest.mark.postgres
 
@@ -207,7 +208,8 @@ async def test_concurrent_cas_lets_exactly_one_win(pg_dsn: str) -> None:
 async def test_setters_are_idempotent(repo: MetadataRepository) -> None:
     inst = await repo.create_instance(_config("conn"))
     first = await repo.set_connection_info(inst.id, host="conn-1.toygres.svc.cluster.local", port=5432)
-    uri = "postgresql://postgres@conn-1.toygres.svc.cluster.local:5432/postgres"
+    # a Kubernetes instance serves TLS: clients must verify it
+    uri = "postgresql://postgres@conn-1.toygres.svc.cluster.local:5432/postgres?sslmode=verify-full"
     assert first.connection_string == uri and first.model_dump(mode="json")["connection_string"] == uri
     again = await repo.set_connection_info(inst.id, host="conn-1.toygres.svc.cluster.local", port=5432)
     assert again == first  # updated_at did not move: the row did not change
@@ -327,6 +329,18 @@ async def test_pagination_is_stable(repo: MetadataRepository, conn: psycopg.Asyn
 # -- secrets ----------------------------------------------------------------------------------
 
 
+async def test_a_changed_deployment_is_recorded_only_while_running(repo: MetadataRepository) -> None:
+    inst = await repo.create_instance(_config("rolled"))
+    assert inst.deployment_config is not None
+    moved = inst.deployment_config.model_copy(update={"image": "postgres:17.7@sha256:" + "7" * 64})
+    assert await repo.set_deployment_config(inst.id, moved) is None  # still creating: refused
+    await repo.update_state(inst.id, InstanceState.RUNNING)
+    updated = await repo.set_deployment_config(inst.id, moved)
+    assert updated is not None and updated.image == moved.image and updated.deployment_config == moved
+    with pytest.raises(ValueError, match="another instance"):
+        await repo.set_deployment_config(uuid.uuid4(), moved)
+
+
 async def test_no_column_anywhere_holds_the_plaintext_password(
     repo: MetadataRepository, conn: psycopg.AsyncConnection[object]
 ) -> None:
@@ -339,21 +353,8 @@ async def test_no_column_anywhere_holds_the_plaintext_password(
         inst.id, HealthCheckResult(status=HealthStatus.HEALTHY, checked_at=datetime.now(UTC), latency_ms=1)
     )
 
-    cur = await conn.execute(
-        "SELECT table_schema, table_name FROM information_schema.tables"
-        " WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')"
-    )
-    tables = await cur.fetchall()
-    assert ("toygres", "instances") in tables and ("toygres", "health_checks") in tables
-    rows_seen = 0
-    for schema, table in tables:
-        cur = await conn.execute(
-            sql.SQL("SELECT t::text FROM {} AS t").format(sql.Identifier(str(schema), str(table)))
-        )
-        for (text,) in await cur.fetchall():
-            rows_seen += 1
-            assert KNOWN_PASSWORD not in str(text), f"plaintext password found in {schema}.{table}"
-    assert rows_seen >= 3
+    searched, found = await rows_containing(conn, [KNOWN_PASSWORD])
+    assert searched >= 3 and found == []
     assert KNOWN_PASSWORD not in repr(await repo.get_instance(inst.id))
 
 

@@ -85,6 +85,10 @@ def resource_versions(api: KubeApiServer, spec: InstanceSpec) -> dict[str, str]:
         "secret": api.get_object("secrets", NS, names.secret),
         "service": api.get_object("services", NS, names.service),
         "statefulset": api.get_object("statefulsets", NS, names.statefulset, group="apps"),
+        "configmap": api.get_object("configmaps", NS, names.config_map),
+        "networkpolicy": api.get_object(
+            "networkpolicies", NS, names.network_policy, group="networking.k8s.io"
+        ),
     }
     out = {}
     for kind, obj in objs.items():
@@ -137,11 +141,31 @@ def test_deploy_ready_connect_redeploy_delete(
     assert base64.b64decode(secret["data"]["password"]).decode() == PASSWORD
     assert PASSWORD not in str(sts) and PASSWORD not in str(service)
     assert service["spec"]["type"] == "ClusterIP"
-    # Server-side apply was used for the Service and StatefulSet.
+    # Server-side apply was used for everything but the Secret (created once, never overwritten).
     applies = [
         e for e in kube_apiserver.faults.requests("PATCH") if e.content_type == "application/apply-patch+yaml"
     ]
-    assert {e.path.rsplit("/", 2)[-2] for e in applies} == {"services", "statefulsets"}
+    assert {e.path.rsplit("/", 2)[-2] for e in applies} == {
+        "configmaps",
+        "services",
+        "networkpolicies",
+        "poddisruptionbudgets",
+        "statefulsets",
+    }
+    # the stand-in keeps and returns every field of the hardened objects
+    pod_spec = sts["spec"]["template"]["spec"]
+    assert (
+        pod_spec["securityContext"]["runAsNonRoot"] is True
+        and pod_spec["automountServiceAccountToken"] is False
+    )
+    policy = kube_apiserver.get_object("networkpolicies", NS, names.network_policy, group="networking.k8s.io")
+    assert policy is not None and policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    budget = kube_apiserver.get_object(
+        "poddisruptionbudgets", NS, names.pod_disruption_budget, group="policy"
+    )
+    assert budget is not None and budget["spec"]["minAvailable"] == 1
+    config = kube_apiserver.get_object("configmaps", NS, names.config_map)
+    assert config is not None and "ssl" not in config["data"]["postgresql.conf"]  # this spec has no TLS
 
     status = wait_for(lambda: runtime.status(SPEC), kube_apiserver, SPEC)
     assert status.exists and status.phase == "Running" and status.endpoint is not None
@@ -188,14 +212,26 @@ def test_deploy_ready_connect_redeploy_delete(
         "secret": "orders",
         "pod": "orders-0",
         "pvc": "data-orders-0",
+        "config_map": "orders-config",
+        "network_policy": "orders",
+        "pod_disruption_budget": "orders",
         "password_ref": ref,
     }
+    # the PodDisruptionBudget counts the ready pod, as the disruption controller does
+    budget = kube_apiserver.get_object(
+        "poddisruptionbudgets", NS, names.pod_disruption_budget, group="policy"
+    )
+    assert budget is not None and budget["status"]["currentHealthy"] == 1
+    assert budget["status"]["disruptionsAllowed"] == 0
 
     assert runtime.delete(SPEC) is True
     for resource, name, group in (
         ("secrets", names.secret, ""),
         ("services", names.service, ""),
         ("statefulsets", names.statefulset, "apps"),
+        ("configmaps", names.config_map, ""),
+        ("networkpolicies", names.network_policy, "networking.k8s.io"),
+        ("poddisruptionbudgets", names.pod_disruption_budget, "policy"),
     ):
         assert kube_apiserver.get_object(resource, NS, name, group=group) is None, resource
     deadline = time.monotonic() + 30

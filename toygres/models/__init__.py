@@ -7,6 +7,10 @@
 - :mod:`.passwords` — password generation and checks, :class:`PasswordRef`
 - :mod:`.connection` — password-less connection URIs
 - :mod:`.versions` — the PostgreSQL major versions hosted
+- :mod:`.network` — who may connect: :class:`IngressSource` (CIDRs, namespace selectors)
+- :mod:`.server_parameters` — the allow-list of user-settable PostgreSQL parameters
+- :mod:`.tuning` — PostgreSQL parameters derived from an instance's resources
+- :mod:`.tls` — :class:`InstanceTls`, the names and Secret of an instance's server certificate
 - :mod:`.deployment` — :class:`DeploymentConfig`, what orchestrations carry
 - :mod:`.records` — stored rows: instance metadata, health checks
 - :mod:`.api_bodies` — HTTP request and response bodies
@@ -31,10 +35,14 @@ from .lifecycle import (
     OperationState,
     allowed_predecessors,
 )
+from .network import IngressSource
 from .passwords import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, PasswordRef, generate_password
 from .placement import RuntimeKind, ServiceType, make_k8s_name
 from .records import HealthCheckRecord, HealthCheckResult, InstanceMetadata
 from .resources import ResourceRequests, parse_quantity
+from .server_parameters import SETTABLE_PARAMETERS, checked_server_parameters
+from .tls import InstanceTls, service_dns_names
+from .tuning import derived_parameters, effective_parameters, shm_size_limit
 from .validation import StrictModel, validation_errors
 from .versions import DEFAULT_POSTGRES_VERSION, POSTGRES_VERSIONS
 
@@ -45,14 +53,17 @@ __all__ = [
     "PASSWORD_MAX_LENGTH",
     "PASSWORD_MIN_LENGTH",
     "POSTGRES_VERSIONS",
+    "SETTABLE_PARAMETERS",
     "CreateInstanceRequest",
     "CreateInstanceResponse",
     "DeploymentConfig",
     "HealthCheckRecord",
     "HealthCheckResult",
     "HealthStatus",
+    "IngressSource",
     "InstanceMetadata",
     "InstanceState",
+    "InstanceTls",
     "ListInstancesResponse",
     "OperationError",
     "OperationKind",
@@ -64,9 +75,14 @@ __all__ = [
     "ServiceType",
     "StrictModel",
     "allowed_predecessors",
+    "checked_server_parameters",
     "connection_uri",
+    "derived_parameters",
+    "effective_parameters",
     "generate_password",
     "make_k8s_name",
     "parse_quantity",
+    "service_dns_names",
+    "shm_size_limit",
     "validation_errors",
 ]

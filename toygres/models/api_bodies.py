@@ -15,10 +15,12 @@ from pydantic_core import PydanticCustomError
 
 from .identifiers import NAME_MAX_LENGTH, dns_label, dns_subdomain, pg_identifier
 from .lifecycle import InstanceState, OperationKind, OperationState
+from .network import IngressSource, allowed_sources
 from .passwords import checked_password, generate_password
 from .placement import RuntimeKind, ServiceType
 from .records import InstanceMetadata
 from .resources import ResourceRequests, storage_size
+from .server_parameters import checked_server_parameters
 from .validation import StrictModel
 from .versions import POSTGRES_VERSIONS
 
@@ -33,6 +35,9 @@ class CreateInstanceRequest(StrictModel):
 
     ``postgres_version`` left out means "the runtime's default": the local runtime runs the
     version of its bundled binaries, a cluster the default major version.
+
+    ``allowed_sources`` (CIDRs or namespace selectors, :mod:`.network`) may connect besides the
+    control plane; ``server_parameters`` come from an allow-list (:mod:`.server_parameters`).
     """
 
     name: str
@@ -45,6 +50,8 @@ class CreateInstanceRequest(StrictModel):
     resources: ResourceRequests | None = None
     runtime: RuntimeKind | None = None
     service_type: ServiceType | None = None
+    allowed_sources: list[IngressSource] = Field(default_factory=list)
+    server_parameters: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -88,6 +95,16 @@ class CreateInstanceRequest(StrictModel):
         if isinstance(value, str):
             return dns_subdomain(value, "storage_class")
         return value
+
+    @field_validator("allowed_sources", mode="before")
+    @classmethod
+    def _sources(cls, value: object) -> object:
+        return allowed_sources(value)
+
+    @field_validator("server_parameters", mode="before")
+    @classmethod
+    def _parameters(cls, value: object) -> dict[str, str]:
+        return checked_server_parameters(value)
 
 
 class CreateInstanceResponse(BaseModel):

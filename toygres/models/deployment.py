@@ -6,9 +6,12 @@ from uuid import UUID
 
 from pydantic import Field
 
+from .connection import connection_uri, tls_route
+from .network import IngressSource
 from .passwords import PasswordRef
 from .placement import RuntimeKind, ServiceType
 from .resources import ResourceRequests
+from .tls import InstanceTls
 from .validation import StrictModel
 
 
@@ -36,6 +39,12 @@ class DeploymentConfig(StrictModel):
     database: str = "postgres"
     port: int = 5432
     password_ref: PasswordRef
+    #: how the instance serves TLS; None for local instances and for those created before TLS
+    tls: InstanceTls | None = None
+    #: who may connect besides the control plane (the instance's NetworkPolicy)
+    allowed_sources: list[IngressSource] = Field(default_factory=list)
+    #: server parameters the caller set (validated against the allow-list); derived ones are not here
+    server_parameters: dict[str, str] = Field(default_factory=dict)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -46,3 +55,21 @@ class DeploymentConfig(StrictModel):
             "app.kubernetes.io/managed-by": "toygres",
             "toygres.io/instance-id": str(self.instance_id),
         }
+
+    @property
+    def sslmode(self) -> str:
+        """What clients must ask for: ``verify-full`` when the instance serves TLS.
+
+        ``disable`` otherwise: local instances (the embedded binaries have no OpenSSL; they listen
+        on 127.0.0.1 only) and Kubernetes instances created before TLS.
+        """
+        return "verify-full" if self.tls is not None else "disable"
+
+    def connection_uri(self, host: str, port: int) -> str:
+        """The password-less URI clients use to reach the instance at ``host:port``."""
+        if self.tls is None:
+            return connection_uri(host, port, self.database, self.username, sslmode=self.sslmode)
+        verified, hostaddr = tls_route(self.tls.server_name, host)
+        return connection_uri(
+            verified, port, self.database, self.username, sslmode=self.sslmode, hostaddr=hostaddr
+        )

@@ -29,6 +29,10 @@ class HealthStatus(StrEnum):
 class OperationKind(StrEnum):
     CREATE = "create"
     DELETE = "delete"
+    #: a catalog change rolled out to the instances (rolling restarts onto the pinned images)
+    IMAGE_ROLLOUT = "image-rollout"
+    #: server certificates renewed before they expire
+    CERTIFICATE_ROTATION = "certificate-rotation"
 
 
 class OperationState(StrEnum):

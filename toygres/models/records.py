@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, Field, computed_field
@@ -69,7 +70,39 @@ class InstanceMetadata(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def connection_string(self) -> str | None:
-        """Password-less URI once host and port are known."""
+        """Password-less URI once host and port are known (with the TLS mode clients must use)."""
         if self.host is None or self.port is None:
             return None
+        if self.deployment_config is not None:
+            return self.deployment_config.connection_uri(self.host, self.port)
         return connection_uri(self.host, self.port, self.database, self.username)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def server_parameters(self) -> dict[str, str]:
+        """The server parameters the instance was created with (the caller's; derived ones aside)."""
+        return dict(self.deployment_config.server_parameters) if self.deployment_config else {}
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def allowed_sources(self) -> list[dict[str, Any]]:
+        """Who may connect besides the control plane (the instance's NetworkPolicy)."""
+        config = self.deployment_config
+        return [s.model_dump(exclude_none=True) for s in config.allowed_sources] if config else []
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def connection_security(self) -> str:
+        """How connections are protected, in words a person reads next to the connection string."""
+        config = self.deployment_config
+        if config is not None and config.tls is not None:
+            return (
+                f"TLS required (sslmode=verify-full): save the CA from GET /api/instances/{self.id}/ca "
+                "(`toygres instances ca`) as ~/.postgresql/root.crt, or add sslrootcert=<file>"
+            )
+        if self.runtime is RuntimeKind.LOCAL:
+            return (
+                "local runtime only: no TLS (sslmode=disable), listening on 127.0.0.1; "
+                "for development on this host, never expose it"
+            )
+        return "no TLS: the instance was created before Toygres served TLS (sslmode=disable)"

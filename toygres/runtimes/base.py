@@ -58,6 +58,16 @@ class InstanceSpec:
     database: str = "postgres"
     service_type: ServiceType = "ClusterIP"
     load_balancer_source_ranges: tuple[str, ...] = field(default_factory=tuple)
+    #: the image reference to run (pinned by digest); None: ``<image_repository>:<postgres_version>``
+    image: str | None = None
+    #: the Secret holding the server certificate; None: the instance does not serve TLS
+    tls_secret: str | None = None
+    #: the names the server certificate carries (the first is the one clients verify)
+    tls_dns_names: tuple[str, ...] = field(default_factory=tuple)
+    #: extra NetworkPolicy peers: ``{"cidr": ...}`` or ``{"namespace_selector": {...}, "pod_selector": ...}``
+    allowed_sources: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    #: server parameters the caller set (already validated); the derived ones are added by the manifests
+    server_parameters: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(
@@ -96,8 +106,11 @@ class InstanceSpec:
             "must be a lower-case PostgreSQL identifier",
         )
         _check(self.service_type in _SERVICE_TYPES, "service_type", f"must be one of {_SERVICE_TYPES}")
-        # Lists arrive from JSON; normalise so the dataclass stays hashable and comparable.
-        object.__setattr__(self, "load_balancer_source_ranges", tuple(self.load_balancer_source_ranges))
+        # Lists arrive from JSON; normalise so the dataclass stays comparable.
+        for name in _TUPLE_FIELDS:
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.tls_secret is not None:
+            _check(bool(self.tls_dns_names), "tls_dns_names", "a TLS instance needs certificate names")
         for cidr in self.load_balancer_source_ranges:
             _check(
                 isinstance(cidr, str) and "/" in cidr,
@@ -114,7 +127,8 @@ class InstanceSpec:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""
         data = asdict(self)
-        data["load_balancer_source_ranges"] = list(self.load_balancer_source_ranges)
+        for name in _TUPLE_FIELDS:
+            data[name] = list(data[name])
         return data
 
     @classmethod
@@ -125,9 +139,13 @@ class InstanceSpec:
         if unknown:
             raise ValueError(f"unknown InstanceSpec fields: {sorted(unknown)}")
         values = dict(data)
-        if "load_balancer_source_ranges" in values:
-            values["load_balancer_source_ranges"] = tuple(values["load_balancer_source_ranges"] or ())
+        for name in _TUPLE_FIELDS:
+            if name in values:
+                values[name] = tuple(values[name] or ())
         return cls(**values)
+
+
+_TUPLE_FIELDS = ("load_balancer_source_ranges", "tls_dns_names", "allowed_sources")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,12 @@ first password, so a retried deploy must never rotate it.
 Errors from the API server are mapped to :class:`DeployError` whose
 ``retryable`` flag the activity layer turns into a retry or a failure.
 
+An instance is a Secret (credentials), a ConfigMap (server configuration), a
+server-certificate Secret issued by the deployment's CA (TLS instances), a
+Service, a NetworkPolicy, a PodDisruptionBudget and the StatefulSet; see
+:mod:`toygres.runtimes.manifests`. The CA lives in a Secret in the control
+plane's namespace (:mod:`toygres.runtimes.tls_secrets`).
+
 Test/dev override: when the Service carries the annotation
 ``standin.toygres.io/host-port`` (``host:port``, or just ``port`` with the host
 taken from the load balancer ingress or ``spec.clusterIP``) that address is the
@@ -22,17 +28,38 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import urllib3
-from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, V1Namespace, V1Secret
+from kubernetes.client import (
+    ApiClient,
+    AppsV1Api,
+    CoreV1Api,
+    NetworkingV1Api,
+    PolicyV1Api,
+    V1Namespace,
+    V1Secret,
+)
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import ConfigException
 
 from toygres.models import POSTGRES_VERSIONS
 from toygres.runtimes import manifests
 from toygres.runtimes.base import DeployError, Endpoint, InstanceNotFound, InstanceSpec, RuntimeStatus
+from toygres.runtimes.capabilities import RolloutStatus
+from toygres.runtimes.tls_secrets import CaStore
+from toygres.x509 import (
+    SERVER_VALIDITY,
+    CertificateAuthority,
+    CertificateError,
+    CertificateInfo,
+    certificate_info,
+    issue_server_certificate,
+    issued_by,
+    key_matches,
+)
 
 HOST_PORT_ANNOTATION = "standin.toygres.io/host-port"
 APPLY_PATCH_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -70,17 +97,31 @@ class KubernetesRuntime:
         field_manager: str = "toygres",
         request_timeout: float = 30.0,
         manage_namespace: bool = True,
+        ca_store: CaStore | None = None,
+        control_plane_namespace: str = "toygres-system",
+        control_plane_cidrs: Sequence[str] = (),
+        internal_load_balancer: bool = False,
+        server_certificate_validity: timedelta = SERVER_VALIDITY,
     ) -> None:
         """``api_client_factory`` is called for every operation so credentials can rotate
         (see :mod:`toygres.runtimes.aks_credentials`); ``manage_namespace=False`` skips
-        creating the namespace when the identity may only act inside it."""
+        creating the namespace when the identity may only act inside it.
+
+        ``ca_store`` keeps the deployment's CA; without one, instances that serve TLS cannot be
+        deployed. ``control_plane_namespace`` and ``control_plane_cidrs`` are admitted by every
+        instance's NetworkPolicy."""
         self.api_client_factory = api_client_factory
         self.namespace = namespace
         self.image_repository = image_repository
         self.field_manager = field_manager
         self.request_timeout = request_timeout
         self.manage_namespace = manage_namespace
-        self._namespace_ready = False
+        self.ca_store = ca_store
+        self.control_plane_namespace = control_plane_namespace
+        self.control_plane_cidrs = tuple(control_plane_cidrs)
+        self.internal_load_balancer = internal_load_balancer
+        self.server_certificate_validity = server_certificate_validity
+        self._namespaces_ready: set[str] = set()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -128,10 +169,11 @@ class KubernetesRuntime:
 
     # ------------------------------------------------------------------ deploy
 
-    def _ensure_namespace(self, core: CoreV1Api) -> None:
-        if self._namespace_ready or not self.manage_namespace:
+    def _ensure_namespace(self, core: CoreV1Api, namespace: str | None = None) -> None:
+        """Create the namespace (labelled for the "restricted" Pod Security profile) when missing."""
+        ns = namespace or self.namespace
+        if ns in self._namespaces_ready or not self.manage_namespace:
             return
-        ns = self.namespace
         try:
             self._call(
                 f"read namespace {ns}", lambda: core.read_namespace(ns, _request_timeout=self.request_timeout)
@@ -139,7 +181,7 @@ class KubernetesRuntime:
         except DeployError as exc:
             if exc.status == 403:
                 # Namespace-scoped identity: it cannot see namespaces, so assume the operator made it.
-                self._namespace_ready = True
+                self._namespaces_ready.add(ns)
                 return
             if exc.status != 404:
                 raise
@@ -152,7 +194,7 @@ class KubernetesRuntime:
             except DeployError as create_exc:
                 if create_exc.status != 409:
                     raise
-        self._namespace_ready = True
+        self._namespaces_ready.add(ns)
 
     def _ensure_secret(self, core: CoreV1Api, spec: InstanceSpec, password: str) -> None:
         name = manifests.object_names(spec).secret
@@ -191,29 +233,244 @@ class KubernetesRuntime:
         self._ensure_secret(core, spec, password)
         return self._password_ref(spec)
 
-    def deploy(self, spec: InstanceSpec, password: str) -> str:
-        core, apps = self._apis()
-        ns = self.namespace
-        names = manifests.object_names(spec)
-        self._ensure_namespace(core)
-        self._ensure_secret(core, spec, password)
-        apply: dict[str, Any] = {
+    def _apply_options(self) -> dict[str, Any]:
+        return {
             "field_manager": self.field_manager,
             "force": True,
             "_content_type": APPLY_PATCH_CONTENT_TYPE,
             "_request_timeout": self.request_timeout,
         }
-        service = manifests.service_manifest(spec, ns)
+
+    def deploy(self, spec: InstanceSpec, password: str) -> str:
+        core, apps = self._apis()
+        client = core.api_client
+        networking, policy = NetworkingV1Api(client), PolicyV1Api(client)
+        ns = self.namespace
+        names = manifests.object_names(spec)
+        self._ensure_namespace(core)
+        self._ensure_secret(core, spec, password)
+        fingerprint = self._ensure_server_certificate(core, spec).sha256 if spec.tls_secret else None
+        apply = self._apply_options()
+        config_map = manifests.config_map_manifest(spec, ns)
+        self._call(
+            f"apply configmap {ns}/{names.config_map}",
+            lambda: core.patch_namespaced_config_map(names.config_map, ns, config_map, **apply),
+        )
+        service = manifests.service_manifest(spec, ns, internal_load_balancer=self.internal_load_balancer)
         self._call(
             f"apply service {ns}/{names.service}",
             lambda: core.patch_namespaced_service(names.service, ns, service, **apply),
         )
-        statefulset = manifests.statefulset_manifest(spec, ns, image_repository=self.image_repository)
-        self._call(
-            f"apply statefulset {ns}/{names.statefulset}",
-            lambda: apps.patch_namespaced_stateful_set(names.statefulset, ns, statefulset, **apply),
+        network_policy = manifests.network_policy_manifest(
+            spec,
+            ns,
+            control_plane_namespace=self.control_plane_namespace,
+            control_plane_cidrs=self.control_plane_cidrs,
         )
+        self._call(
+            f"apply networkpolicy {ns}/{names.network_policy}",
+            lambda: networking.patch_namespaced_network_policy(
+                names.network_policy, ns, network_policy, **apply
+            ),
+        )
+        budget = manifests.pod_disruption_budget_manifest(spec, ns)
+        self._call(
+            f"apply poddisruptionbudget {ns}/{names.pod_disruption_budget}",
+            lambda: policy.patch_namespaced_pod_disruption_budget(
+                names.pod_disruption_budget, ns, budget, **apply
+            ),
+        )
+        self._apply_statefulset(apps, spec, fingerprint)
         return self._password_ref(spec)
+
+    def _apply_statefulset(self, apps: AppsV1Api, spec: InstanceSpec, fingerprint: str | None) -> None:
+        ns, name = self.namespace, manifests.object_names(spec).statefulset
+        statefulset = manifests.statefulset_manifest(
+            spec, ns, image_repository=self.image_repository, tls_certificate_sha256=fingerprint
+        )
+        self._call(
+            f"apply statefulset {ns}/{name}",
+            lambda: apps.patch_namespaced_stateful_set(name, ns, statefulset, **self._apply_options()),
+        )
+
+    # ------------------------------------------------------------------ TLS
+
+    def _ca(self, core: CoreV1Api) -> CertificateAuthority:
+        if self.ca_store is None:
+            raise DeployError(
+                "this control plane has no CA store configured, so it cannot issue server certificates",
+                retryable=False,
+            )
+        self._ensure_namespace(core, self.control_plane_namespace)
+        return self.ca_store.load_or_create(core, self._call)
+
+    def ca_certificate(self) -> str:
+        core, _ = self._apis()
+        return self._ca(core).cert_pem
+
+    def _read_tls_secret(self, core: CoreV1Api, spec: InstanceSpec) -> Any:
+        name, ns = spec.tls_secret, self.namespace
+        assert name is not None
+        secret = self._ignore_404(
+            f"read secret {ns}/{name}",
+            lambda: core.read_namespaced_secret(name, ns, _request_timeout=self.request_timeout),
+        )
+        if secret is not None:
+            owner = ((secret.metadata.labels if secret.metadata else None) or {}).get(
+                manifests.INSTANCE_ID_LABEL
+            )
+            if owner != spec.instance_id:
+                raise DeployError(
+                    f"secret {ns}/{name} exists and belongs to instance {owner!r}, not {spec.instance_id!r}",
+                    retryable=False,
+                    status=409,
+                )
+        return secret
+
+    @staticmethod
+    def _secret_text(secret: Any, key: str) -> str:
+        encoded = (secret.data or {}).get(key)
+        return base64.b64decode(encoded).decode("ascii") if encoded else ""
+
+    def _usable(self, secret: Any, spec: InstanceSpec, ca: CertificateAuthority) -> CertificateInfo | None:
+        """The certificate in ``secret`` if it can keep serving: our CA's, all names, its own key, not
+        about to expire (renewal ahead of that is the rotation orchestration's job)."""
+        cert, key = (
+            self._secret_text(secret, manifests.TLS_CERT_KEY),
+            self._secret_text(secret, manifests.TLS_KEY_KEY),
+        )
+        try:
+            info = certificate_info(cert)
+        except CertificateError:
+            return None
+        fresh = info.not_after > datetime.now(UTC) + timedelta(days=1)
+        if (
+            issued_by(cert, ca.cert_pem)
+            and key_matches(cert, key)
+            and info.covers(spec.tls_dns_names)
+            and fresh
+        ):
+            return info
+        return None
+
+    def _write_certificate(
+        self, core: CoreV1Api, spec: InstanceSpec, ca: CertificateAuthority, existing: Any
+    ) -> CertificateInfo:
+        """Issue a certificate and store it; replacing ``existing`` only if nobody changed it since."""
+        ns, name = self.namespace, spec.tls_secret
+        assert name is not None
+        issued = issue_server_certificate(
+            ca, list(spec.tls_dns_names), valid_for=self.server_certificate_validity
+        )
+        manifest = manifests.tls_secret_manifest(
+            spec, ns, cert_pem=issued.cert_pem, key_pem=issued.key_pem, ca_pem=ca.cert_pem
+        )
+        if existing is None:
+            body = V1Secret.model_validate(manifest)
+            try:
+                self._call(
+                    f"create secret {ns}/{name}",
+                    lambda: core.create_namespaced_secret(ns, body, _request_timeout=self.request_timeout),
+                )
+            except DeployError as exc:
+                if exc.status != 409:
+                    raise
+                raise DeployError(
+                    f"secret {ns}/{name} was created concurrently; retry", retryable=True
+                ) from None
+        else:
+            # the resourceVersion makes the replace a compare-and-set: a concurrent writer gets a 409
+            manifest["metadata"]["resourceVersion"] = existing.metadata.resource_version
+            body = V1Secret.model_validate(manifest)
+            try:
+                self._call(
+                    f"replace secret {ns}/{name}",
+                    lambda: core.replace_namespaced_secret(
+                        name, ns, body, _request_timeout=self.request_timeout
+                    ),
+                )
+            except DeployError as exc:
+                if exc.status != 409:
+                    raise
+                raise DeployError(f"secret {ns}/{name} changed concurrently; retry", retryable=True) from None
+        return certificate_info(issued.cert_pem)
+
+    def _ensure_server_certificate(self, core: CoreV1Api, spec: InstanceSpec) -> CertificateInfo:
+        ca = self._ca(core)
+        existing = self._read_tls_secret(core, spec)
+        if existing is not None:
+            info = self._usable(existing, spec, ca)
+            if info is not None:
+                return info
+        return self._write_certificate(core, spec, ca, existing)
+
+    def certificate_status(self, spec: InstanceSpec) -> CertificateInfo | None:
+        """The certificate in the instance's Secret; None when there is none, or none from our CA
+        (after the CA was replaced), so the rotation pass renews it."""
+        if spec.tls_secret is None:
+            return None
+        core, _ = self._apis()
+        secret = self._read_tls_secret(core, spec)
+        if secret is None:
+            return None
+        cert = self._secret_text(secret, manifests.TLS_CERT_KEY)
+        try:
+            info = certificate_info(cert)
+        except CertificateError:
+            return None
+        return info if issued_by(cert, self._ca(core).cert_pem) else None
+
+    def rotate_certificate(self, spec: InstanceSpec, replaces_sha256: str) -> CertificateInfo:
+        if spec.tls_secret is None:
+            raise DeployError(f"instance {spec.name} does not serve TLS", retryable=False)
+        core, apps = self._apis()
+        ca = self._ca(core)
+        existing = self._read_tls_secret(core, spec)
+        current = None
+        if existing is not None:
+            try:
+                current = certificate_info(self._secret_text(existing, manifests.TLS_CERT_KEY))
+            except CertificateError:
+                current = None
+        unusable = existing is None or self._usable(existing, spec, ca) is None
+        if current is None or current.sha256 == replaces_sha256 or unusable:
+            current = self._write_certificate(core, spec, ca, existing)
+        # the new fingerprint on the pod template restarts the pod onto the new certificate; a
+        # retried rotation re-applies the same value, which changes nothing
+        self._apply_statefulset(apps, spec, current.sha256)
+        return current
+
+    # ------------------------------------------------------------------ rollouts
+
+    def rollout_status(self, spec: InstanceSpec) -> RolloutStatus:
+        """Complete when the StatefulSet's newest revision runs in a ready pod."""
+        core, apps = self._apis()
+        ns, names = self.namespace, manifests.object_names(spec)
+        sts = self._ignore_404(
+            f"read statefulset {ns}/{names.statefulset}",
+            lambda: apps.read_namespaced_stateful_set(
+                names.statefulset, ns, _request_timeout=self.request_timeout
+            ),
+        )
+        if sts is None:
+            return RolloutStatus(False, f"statefulset {ns}/{names.statefulset} not found")
+        status, generation = sts.status, sts.metadata.generation if sts.metadata else None
+        if status is None or generation is None or (status.observed_generation or 0) < generation:
+            return RolloutStatus(False, "the StatefulSet controller has not seen the change yet")
+        revision = status.update_revision
+        pod = self._ignore_404(
+            f"read pod {ns}/{names.pod}",
+            lambda: core.read_namespaced_pod(names.pod, ns, _request_timeout=self.request_timeout),
+        )
+        if pod is None or pod.metadata is None or pod.metadata.deletion_timestamp is not None:
+            return RolloutStatus(False, f"pod {names.pod} is being replaced")
+        pod_revision = (pod.metadata.labels or {}).get("controller-revision-hash")
+        if revision and pod_revision != revision:
+            return RolloutStatus(False, f"pod {names.pod} still runs revision {pod_revision}")
+        conditions = (pod.status.conditions if pod.status else None) or []
+        if not any(c.type == "Ready" and c.status == "True" for c in conditions):
+            return RolloutStatus(False, f"pod {names.pod} runs revision {revision} but is not ready")
+        return RolloutStatus(True, f"pod {names.pod} runs revision {revision} and is ready")
 
     # ------------------------------------------------------------------ status
 
@@ -328,7 +585,30 @@ class KubernetesRuntime:
             self._delete(
                 f"secret {ns}/{names.secret}", lambda: core.delete_namespaced_secret(names.secret, ns, **raw)
             ),
+            self._delete(
+                f"configmap {ns}/{names.config_map}",
+                lambda: core.delete_namespaced_config_map(names.config_map, ns, **raw),
+            ),
+            self._delete(
+                f"networkpolicy {ns}/{names.network_policy}",
+                lambda: NetworkingV1Api(core.api_client).delete_namespaced_network_policy(
+                    names.network_policy, ns, **raw
+                ),
+            ),
+            self._delete(
+                f"poddisruptionbudget {ns}/{names.pod_disruption_budget}",
+                lambda: PolicyV1Api(core.api_client).delete_namespaced_pod_disruption_budget(
+                    names.pod_disruption_budget, ns, **raw
+                ),
+            ),
         ]
+        tls_secret = names.tls_secret
+        if tls_secret is not None:
+            removed.append(
+                self._delete(
+                    f"secret {ns}/{tls_secret}", lambda: core.delete_namespaced_secret(tls_secret, ns, **raw)
+                )
+            )
         selector = manifests.instance_label_selector(spec)
         pvcs = self._call(
             f"list pvcs {ns} {selector}",
