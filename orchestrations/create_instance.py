@@ -24,7 +24,7 @@ from .inputs import CreateInstanceInput
 from .steps import PLATFORM_RETRY, mark_failed, platform_retry, start_health_monitor
 
 NAME = "CreateInstance"
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 
 
 class InstanceNotReadyError(Exception):

@@ -12,7 +12,7 @@ from .inputs import DeleteInstanceInput
 from .steps import PLATFORM_RETRY, mark_failed, platform_retry
 
 NAME = "DeleteInstance"
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 
 
 async def delete_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from .inputs import HealthMonitorInput
 from .steps import HEALTH_MONITOR, PLATFORM_RETRY
 
 NAME = HEALTH_MONITOR
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 
 
 async def health_monitor(ctx: OrchestrationContext, raw: dict[str, Any]) -> Any:

@@ -12,7 +12,7 @@ from .inputs import ReconcilerInput
 from .steps import PLATFORM_RETRY, start_health_monitor
 
 NAME = "Reconciler"
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 
 
 async def reconciler(ctx: OrchestrationContext, raw: dict[str, Any] | None) -> dict[str, Any]:
