@@ -15,7 +15,14 @@ from durable_engine import ActivityContext, Registry
 from .deps import ActivityDeps, instance_spec
 from .health import health_check
 from .instances import delete_postgres, deploy_postgres, generate_connection_string, get_instance_status
-from .metadata import find_instances_without_monitor, get_instance_record, stop_orchestration, update_metadata
+from .metadata import (
+    find_instances_without_monitor,
+    get_instance_record,
+    get_operation_status,
+    stop_orchestration,
+    update_metadata,
+)
+from .reconcile import find_orphans, remove_orphan
 
 DEPLOY_POSTGRES = "DeployPostgres"
 DELETE_POSTGRES = "DeletePostgres"
@@ -26,6 +33,9 @@ GENERATE_CONNECTION_STRING = "GenerateConnectionString"
 GET_INSTANCE_RECORD = "GetInstanceRecord"
 STOP_ORCHESTRATION = "StopOrchestration"
 FIND_INSTANCES_WITHOUT_MONITOR = "FindInstancesWithoutMonitor"
+GET_OPERATION_STATUS = "GetOperationStatus"
+FIND_ORPHANS = "FindOrphans"
+REMOVE_ORPHAN = "RemoveOrphan"
 
 _ACTIVITIES: dict[str, Callable[[ActivityDeps, ActivityContext, Any], Awaitable[Any]]] = {
     DEPLOY_POSTGRES: deploy_postgres,
@@ -37,6 +47,9 @@ _ACTIVITIES: dict[str, Callable[[ActivityDeps, ActivityContext, Any], Awaitable[
     GET_INSTANCE_RECORD: get_instance_record,
     STOP_ORCHESTRATION: stop_orchestration,
     FIND_INSTANCES_WITHOUT_MONITOR: find_instances_without_monitor,
+    GET_OPERATION_STATUS: get_operation_status,
+    FIND_ORPHANS: find_orphans,
+    REMOVE_ORPHAN: remove_orphan,
 }
 
 

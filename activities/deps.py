@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from durable_engine import Client
 from toygres.metadata import MetadataRepository
-from toygres.models import DeploymentConfig, RuntimeKind
+from toygres.models import DeploymentConfig, RuntimeKind, load_stored
 from toygres.runtimes.base import InstanceRuntime, InstanceSpec
 
 
@@ -29,6 +30,11 @@ class ActivityDeps:
                 f"runtime {config.runtime.value!r} is not configured in this control plane "
                 f"(configured: {configured})"
             ) from None
+
+
+def load_config(raw: Any) -> DeploymentConfig:
+    """An activity's config input, written by any version of the orchestrations (tolerant)."""
+    return load_stored(DeploymentConfig, raw)
 
 
 def instance_spec(config: DeploymentConfig) -> InstanceSpec:

@@ -15,6 +15,20 @@ class PermanentPlatformError(Exception):
     """The platform refused the request; retrying the same request cannot help."""
 
 
+class InstanceNotDeployable(Exception):
+    """The metadata says the instance must not run (deleting, deleted, failed or unknown).
+
+    Raised by a deploy that comes after the instance left ``creating``/``running``: a queued or
+    redelivered deploy must never bring back something a delete removed.
+    """
+
+
 NON_RETRYABLE = frozenset(
-    {"PermanentPlatformError", "LookupError", "ValidationError", "InvalidStateTransition"}
+    {
+        "PermanentPlatformError",
+        "LookupError",
+        "ValidationError",
+        "InvalidStateTransition",
+        "InstanceNotDeployable",
+    }
 )

@@ -15,10 +15,12 @@ from durable_engine import ActivityContext, RuntimeStatus
 from toygres.models import HealthCheckResult, InstanceState
 
 from .deps import ActivityDeps
+from .results import MetadataResult, OperationStatusResult, StopResult
 
 
 class _Op(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # tolerant: an orchestration of a newer version may send fields this one does not know
+    model_config = ConfigDict(extra="ignore")
     instance_id: UUID
 
 
@@ -76,10 +78,10 @@ async def update_metadata(deps: ActivityDeps, ctx: ActivityContext, raw: dict[st
         instance = await repo.set_delete_orchestration_id(op.instance_id, op.operation_id)
     elif isinstance(op, RecordHealth):
         await repo.record_health_check(op.instance_id, op.result)
-        return {"recorded": True}
+        return MetadataResult(recorded=True).model_dump(mode="json")
     else:
         instance = await repo.mark_deleted(op.instance_id)
-    return {"state": instance.state.value}
+    return MetadataResult(state=instance.state).model_dump(mode="json")
 
 
 async def get_instance_record(
@@ -94,8 +96,18 @@ async def stop_orchestration(deps: ActivityDeps, ctx: ActivityContext, raw: dict
     instance_id, reason = raw["instance_id"], raw.get("reason", "stopped by Toygres")
     status = await deps.client.get_status(instance_id)
     if status is None or status.is_terminal:
-        return {"cancelled": False}
-    return {"cancelled": await deps.client.cancel(instance_id, reason)}
+        return StopResult(cancelled=False).model_dump(mode="json")
+    return StopResult(cancelled=await deps.client.cancel(instance_id, reason)).model_dump(mode="json")
+
+
+async def get_operation_status(deps: ActivityDeps, ctx: ActivityContext, operation_id: str) -> dict[str, Any]:
+    """Where an orchestration (a create, a delete, a monitor) is: so another can wait for it."""
+    status = await deps.client.get_status(operation_id)
+    if status is None:
+        return OperationStatusResult(exists=False).model_dump(mode="json")
+    return OperationStatusResult(
+        exists=True, status=status.status.value, terminal=status.is_terminal
+    ).model_dump(mode="json")
 
 
 async def find_instances_without_monitor(

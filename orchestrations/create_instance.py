@@ -17,11 +17,12 @@ from activities import (
     GET_INSTANCE_STATUS,
     UPDATE_METADATA,
 )
+from activities.results import ConnectionResult, InstanceStatusResult
 from durable_engine import OrchestrationContext, TaskFailedError
-from toygres.models import InstanceState
+from toygres.models import InstanceState, load_stored
 
 from .inputs import CreateInstanceInput
-from .steps import PLATFORM_RETRY, mark_failed, platform_retry, start_health_monitor
+from .steps import PLATFORM_RETRY, mark_failed, platform_retry, set_state, start_health_monitor
 
 NAME = "CreateInstance"
 VERSION = "2.0.0"
@@ -32,7 +33,7 @@ class InstanceNotReadyError(Exception):
 
 
 async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dict[str, Any]:
-    params = CreateInstanceInput.model_validate(raw)
+    params = load_stored(CreateInstanceInput, raw)
     config = params.config.model_dump(mode="json")
     instance_id = str(params.config.instance_id)
     deploy_retry = platform_retry(params.deploy_attempts)
@@ -43,30 +44,31 @@ async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
         ctx.set_custom_status({"phase": "waiting for readiness"})
         deadline = ctx.utc_now() + timedelta(seconds=params.readiness_deadline_seconds)
         while True:
-            status = await ctx.schedule_activity(GET_INSTANCE_STATUS, config, retry=PLATFORM_RETRY)
-            if status["ready"] and status["endpoint"]:
+            status = InstanceStatusResult.model_validate(
+                await ctx.schedule_activity(GET_INSTANCE_STATUS, config, retry=PLATFORM_RETRY)
+            )
+            if status.ready and status.endpoint is not None:
+                endpoint = status.endpoint
                 break
             if ctx.utc_now() >= deadline:
                 raise InstanceNotReadyError(
                     f"the instance did not become ready within {params.readiness_deadline_seconds:g} s "
-                    f"(last phase {status['phase']}: {status['message']})"
+                    f"(last phase {status.phase}: {status.message})"
                 )
             await ctx.schedule_timer(timedelta(seconds=params.readiness_poll_seconds))
 
         ctx.set_custom_status({"phase": "recording connection"})
-        conn = await ctx.schedule_activity(
-            GENERATE_CONNECTION_STRING, {"config": config, "endpoint": status["endpoint"]}
+        conn = ConnectionResult.model_validate(
+            await ctx.schedule_activity(
+                GENERATE_CONNECTION_STRING, {"config": config, "endpoint": endpoint.model_dump(mode="json")}
+            )
         )
         await ctx.schedule_activity(
             UPDATE_METADATA,
-            {"op": "connection", "instance_id": instance_id, "host": conn["host"], "port": conn["port"]},
+            {"op": "connection", "instance_id": instance_id, "host": conn.host, "port": conn.port},
             retry=PLATFORM_RETRY,
         )
-        await ctx.schedule_activity(
-            UPDATE_METADATA,
-            {"op": "state", "instance_id": instance_id, "state": InstanceState.RUNNING.value},
-            retry=PLATFORM_RETRY,
-        )
+        await set_state(ctx, instance_id, InstanceState.RUNNING)
     except (TaskFailedError, InstanceNotReadyError) as exc:
         reason = str(exc)
         ctx.set_custom_status({"phase": "cleaning up after failure", "reason": reason})
@@ -83,7 +85,7 @@ async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
     return {
         "instance_id": instance_id,
         "state": InstanceState.RUNNING.value,
-        "connection_string": conn["connection_string"],
-        "password_hint": conn["password_hint"],
+        "connection_string": conn.connection_string,
+        "password_hint": conn.password_hint,
         "health_monitor_id": monitor_id,
     }

@@ -1,12 +1,18 @@
-"""Reconciler: every running instance has a live health monitor (run by the timer sweep)."""
+"""Reconciler: what runs is what the metadata says (run by the timer sweep and ``toygres serve``).
+
+One pass:
+1. every running instance has a live health monitor;
+2. orphans — resources of instances that are deleted or unknown — are removed and reported.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from activities import FIND_INSTANCES_WITHOUT_MONITOR
-from durable_engine import OrchestrationContext
-from toygres.models import DeploymentConfig
+from activities import FIND_INSTANCES_WITHOUT_MONITOR, FIND_ORPHANS, REMOVE_ORPHAN
+from activities.results import Orphan, OrphanRemoval
+from durable_engine import OrchestrationContext, TaskFailedError
+from toygres.models import DeploymentConfig, load_stored
 
 from .inputs import ReconcilerInput
 from .steps import PLATFORM_RETRY, start_health_monitor
@@ -16,12 +22,36 @@ VERSION = "2.0.0"
 
 
 async def reconciler(ctx: OrchestrationContext, raw: dict[str, Any] | None) -> dict[str, Any]:
-    params = ReconcilerInput.model_validate(raw or {})
-    orphans = await ctx.schedule_activity(FIND_INSTANCES_WITHOUT_MONITOR, None, retry=PLATFORM_RETRY)
+    params = load_stored(ReconcilerInput, raw or {})
+    unmonitored = await ctx.schedule_activity(FIND_INSTANCES_WITHOUT_MONITOR, None, retry=PLATFORM_RETRY)
     restarted: list[dict[str, str]] = []
-    for orphan in orphans:
-        instance_id = orphan["instance_id"]
-        config = DeploymentConfig.model_validate(orphan["config"])
+    for found in unmonitored:
+        instance_id = found["instance_id"]
+        config = load_stored(DeploymentConfig, found["config"])
         monitor_id = await start_health_monitor(ctx, config, params.health_interval_seconds)
         restarted.append({"instance_id": instance_id, "monitor_id": monitor_id})
-    return {"checked": len(orphans), "restarted": restarted}
+    removed, errors = await remove_orphans(ctx)
+    return {"checked": len(unmonitored), "restarted": restarted, "orphans_removed": removed, "errors": errors}
+
+
+async def remove_orphans(ctx: OrchestrationContext) -> tuple[list[dict[str, Any]], list[str]]:
+    """Remove what runs for deleted or unknown instances; report what went, and what would not."""
+    found = await ctx.schedule_activity(FIND_ORPHANS, None, retry=PLATFORM_RETRY)
+    removed: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for orphan in (Orphan.model_validate(item) for item in found):
+        try:
+            outcome = OrphanRemoval.model_validate(
+                await ctx.schedule_activity(
+                    REMOVE_ORPHAN, orphan.model_dump(mode="json"), retry=PLATFORM_RETRY
+                )
+            )
+        except TaskFailedError as exc:  # one stubborn orphan must not stop the pass
+            errors.append(f"removing orphan {orphan.name} ({orphan.instance_id}) failed: {exc}")
+            continue
+        if outcome.removed:
+            ctx.logger.warning(
+                "removed orphan %s of instance %s: %s", orphan.name, orphan.instance_id, orphan.reason
+            )
+            removed.append(orphan.model_dump(mode="json"))
+    return removed, errors

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from activities import UPDATE_METADATA
 from activities.errors import NON_RETRYABLE
+from activities.results import MetadataResult
 from durable_engine import OrchestrationContext, RetryPolicy
 from toygres.models import DeploymentConfig, InstanceState
 
@@ -32,11 +33,31 @@ def platform_retry(attempts: int) -> RetryPolicy:
 PLATFORM_RETRY = platform_retry(5)
 
 
+async def set_state(
+    ctx: OrchestrationContext,
+    instance_id: str,
+    state: InstanceState,
+    *,
+    reason: str | None = None,
+    expected_from: list[InstanceState] | None = None,
+) -> MetadataResult:
+    op: dict[str, object] = {"op": "state", "instance_id": instance_id, "state": state.value}
+    if reason is not None:
+        op["reason"] = reason
+    if expected_from is not None:
+        op["expected_from"] = [s.value for s in expected_from]
+    return MetadataResult.model_validate(
+        await ctx.schedule_activity(UPDATE_METADATA, op, retry=PLATFORM_RETRY)
+    )
+
+
 async def mark_failed(ctx: OrchestrationContext, instance_id: str, reason: str) -> None:
+    await set_state(ctx, instance_id, InstanceState.FAILED, reason=reason)
+
+
+async def mark_deleted(ctx: OrchestrationContext, instance_id: str) -> None:
     await ctx.schedule_activity(
-        UPDATE_METADATA,
-        {"op": "state", "instance_id": instance_id, "state": InstanceState.FAILED.value, "reason": reason},
-        retry=PLATFORM_RETRY,
+        UPDATE_METADATA, {"op": "deleted", "instance_id": instance_id}, retry=PLATFORM_RETRY
     )
 
 

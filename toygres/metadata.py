@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 MAX_PAGE_SIZE = 500
+#: class id of the per-instance advisory locks (two-key form; the engine uses a class of its own)
+INSTANCE_LOCK_CLASS = 0x5447
 
 
 class MetadataError(Exception):
@@ -156,6 +158,33 @@ class MetadataRepository:
             raise InstanceNotFound(params["id"])
         return _instance(row)
 
+    # -- the per-instance lock -----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def instance_lock(self, instance_id: UUID | str) -> AsyncIterator[InstanceMetadata | None]:
+        """Hold the instance's lock for the block; yields its row as read under the lock (or None).
+
+        Every change a runtime makes to an instance (deploy, delete, orphan removal) runs inside
+        this lock, so a delete waits for a deploy in flight and a deploy that comes later reads the
+        ``deleting`` state the delete wrote before it. It lives in PostgreSQL because the instances
+        of one control plane are changed from many processes and hosts (Functions workers).
+
+        A transaction-level advisory lock: it ends with the block however the block ends (an
+        exception, a cancelled task, a dropped connection), so a pooled connection never keeps
+        it. Keyed by the id's text, so ids that are not UUIDs (hand-made objects) lock too.
+        """
+        key = str(instance_id)
+        async with self._cursor() as cur:
+            await cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (INSTANCE_LOCK_CLASS, key))
+            try:
+                uuid = UUID(key)
+            except ValueError:
+                yield None
+                return
+            await cur.execute(self._q("SELECT * FROM {instances} WHERE id = %s"), (uuid,))
+            row = await cur.fetchone()
+            yield None if row is None else _instance(row)
+
     # -- instances ----------------------------------------------------------------------------
 
     async def create_instance(
@@ -214,6 +243,28 @@ class MetadataRepository:
             await cur.execute(self._q("SELECT * FROM {instances} WHERE id = %s"), (instance_id,))
             row = await cur.fetchone()
         return None if row is None else _instance(row)
+
+    async def get_instances(self, instance_ids: Iterable[UUID]) -> dict[UUID, InstanceMetadata]:
+        """The rows of these ids that exist (any state), by id."""
+        ids = sorted(set(instance_ids))
+        if not ids:
+            return {}
+        async with self._cursor() as cur:
+            await cur.execute(self._q("SELECT * FROM {instances} WHERE id = ANY(%s)"), (ids,))
+            rows = await cur.fetchall()
+        return {instance.id: instance for instance in map(_instance, rows)}
+
+    async def namespaces_in_use(self) -> list[str]:
+        """Every Kubernetes namespace an instance was ever placed in (where orphans may hide)."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q(
+                    "SELECT DISTINCT k8s_namespace FROM {instances} WHERE k8s_namespace IS NOT NULL"
+                    " ORDER BY 1"
+                )
+            )
+            rows = await cur.fetchall()
+        return [str(row["k8s_namespace"]) for row in rows]
 
     async def get_instance_by_name(self, name: str) -> InstanceMetadata | None:
         """The non-deleted instance with this user-facing name, if any."""

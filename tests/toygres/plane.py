@@ -35,6 +35,7 @@ async def control_plane(
     settings: Settings,
     timing: LifecycleTiming = FAST,
     start_runtime: bool = True,
+    options: RuntimeOptions | None = None,
 ) -> AsyncIterator[tuple[ControlPlane, Runtime]]:
     await migrate_cms(dsn)
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -48,7 +49,9 @@ async def control_plane(
         runtimes=runtimes,
         timing=timing,
     )
-    runtime = Runtime(provider, plane.registry, RuntimeOptions(idle_wait=0.3, activity_concurrency=4))
+    runtime = Runtime(
+        provider, plane.registry, options or RuntimeOptions(idle_wait=0.3, activity_concurrency=4)
+    )
     if start_runtime:
         await runtime.start()
     try:

@@ -35,7 +35,7 @@ from .passwords import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, PasswordRef, ge
 from .placement import RuntimeKind, ServiceType, make_k8s_name
 from .records import HealthCheckRecord, HealthCheckResult, InstanceMetadata
 from .resources import ResourceRequests, parse_quantity
-from .validation import StrictModel, validation_errors
+from .validation import StrictModel, load_stored, validation_errors
 from .versions import DEFAULT_POSTGRES_VERSION, POSTGRES_VERSIONS
 
 __all__ = [
@@ -66,6 +66,7 @@ __all__ = [
     "allowed_predecessors",
     "connection_uri",
     "generate_password",
+    "load_stored",
     "make_k8s_name",
     "parse_quantity",
     "validation_errors",

@@ -10,6 +10,7 @@ database and the durable history never hold a plaintext password.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -149,6 +150,19 @@ class RuntimeStatus:
     endpoint: Endpoint | None = None
 
 
+@dataclass(frozen=True, order=True)
+class FoundInstance:
+    """Something a runtime runs for an instance id, found by looking at the runtime itself.
+
+    The reconciler compares these with the metadata to find orphans: ``name`` is the object or
+    directory name (``k8s_name``), ``namespace`` the Kubernetes namespace (None for local).
+    """
+
+    instance_id: str
+    name: str
+    namespace: str | None = None
+
+
 class InstanceRuntimeError(Exception):
     """Base class for runtime failures (kept distinct from the builtin ``RuntimeError``)."""
 
@@ -203,4 +217,12 @@ class InstanceRuntime(Protocol):
 
     def describe(self, spec: InstanceSpec) -> dict[str, Any]:
         """Names of the objects / directories backing the instance, for metadata and humans."""
+        ...
+
+    def list_instances(self, namespaces: Sequence[str] = ()) -> list[FoundInstance]:
+        """Every instance this runtime runs something for (also in ``namespaces``), by looking."""
+        ...
+
+    def remove(self, found: FoundInstance) -> bool:
+        """Remove what :meth:`list_instances` found, like ``delete``; True if something went."""
         ...

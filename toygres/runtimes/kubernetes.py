@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import urllib3
@@ -32,7 +32,14 @@ from kubernetes.config import ConfigException
 
 from toygres.models import POSTGRES_VERSIONS
 from toygres.runtimes import manifests
-from toygres.runtimes.base import DeployError, Endpoint, InstanceNotFound, InstanceSpec, RuntimeStatus
+from toygres.runtimes.base import (
+    DeployError,
+    Endpoint,
+    FoundInstance,
+    InstanceNotFound,
+    InstanceSpec,
+    RuntimeStatus,
+)
 
 HOST_PORT_ANNOTATION = "standin.toygres.io/host-port"
 APPLY_PATCH_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -310,9 +317,12 @@ class KubernetesRuntime:
     # ------------------------------------------------------------------ delete
 
     def delete(self, spec: InstanceSpec) -> bool:
+        return self._delete_objects(self.namespace, spec.name, spec.instance_id)
+
+    def _delete_objects(self, ns: str, name: str, instance_id: str) -> bool:
+        """Delete the StatefulSet, Service and Secret called ``name`` and the instance's PVCs."""
         core, apps = self._apis()
-        ns = self.namespace
-        names = manifests.object_names(spec)
+        names = manifests.names_for(name)
         raw: dict[str, Any] = {"_request_timeout": self.request_timeout, "_preload_content": False}
         removed = [
             self._delete(
@@ -329,7 +339,7 @@ class KubernetesRuntime:
                 f"secret {ns}/{names.secret}", lambda: core.delete_namespaced_secret(names.secret, ns, **raw)
             ),
         ]
-        selector = manifests.instance_label_selector(spec)
+        selector = manifests.label_selector_for(name, instance_id)
         pvcs = self._call(
             f"list pvcs {ns} {selector}",
             lambda: core.list_namespaced_persistent_volume_claim(
@@ -346,6 +356,37 @@ class KubernetesRuntime:
                 )
                 removed.append(self._delete(f"pvc {ns}/{meta.name}", delete_pvc))
         return any(removed)
+
+    def list_instances(self, namespaces: Sequence[str] = ()) -> list[FoundInstance]:
+        """Instances with labelled objects (StatefulSet, Service, Secret, PVC) in our namespaces."""
+        core, apps = self._apis()
+        selector = f"app.kubernetes.io/managed-by={manifests.MANAGED_BY}"
+        timeout = self.request_timeout
+        found: set[FoundInstance] = set()
+        for ns in sorted({self.namespace, *namespaces}):
+            listers: dict[str, Callable[..., Any]] = {
+                "statefulsets": apps.list_namespaced_stateful_set,
+                "services": core.list_namespaced_service,
+                "secrets": core.list_namespaced_secret,
+                "pvcs": core.list_namespaced_persistent_volume_claim,
+            }
+            for kind, lister in listers.items():
+                listed = self._call(
+                    f"list {kind} in {ns}",
+                    functools.partial(lister, ns, label_selector=selector, _request_timeout=timeout),
+                )
+                for obj in listed.items or []:
+                    labels = (obj.metadata.labels if obj.metadata else None) or {}
+                    instance_id, name = (
+                        labels.get(manifests.INSTANCE_ID_LABEL),
+                        labels.get(manifests.INSTANCE_LABEL),
+                    )
+                    if instance_id and name:
+                        found.add(FoundInstance(instance_id=instance_id, name=name, namespace=ns))
+        return sorted(found)
+
+    def remove(self, found: FoundInstance) -> bool:
+        return self._delete_objects(found.namespace or self.namespace, found.name, found.instance_id)
 
     def _delete(self, what: str, fn: Callable[[], Any]) -> bool:
         """Run a delete without deserialising its answer: servers return either the object or a

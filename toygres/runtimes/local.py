@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,14 @@ import psycopg
 from psycopg import sql
 
 from toygres.pgserver import EmbeddedPostgres, PostgresServerError, bundled_major_version
-from toygres.runtimes.base import DeployError, Endpoint, InstanceNotFound, InstanceSpec, RuntimeStatus
+from toygres.runtimes.base import (
+    DeployError,
+    Endpoint,
+    FoundInstance,
+    InstanceNotFound,
+    InstanceSpec,
+    RuntimeStatus,
+)
 
 LOCAL_HOST = "127.0.0.1"
 
@@ -77,12 +84,17 @@ class LocalRuntime:
 
     @contextlib.contextmanager
     def _locked(self, spec: InstanceSpec) -> Iterator[None]:
+        with self._locked_name(spec.name):
+            yield
+
+    @contextlib.contextmanager
+    def _locked_name(self, name: str) -> Iterator[None]:
         """Thread lock plus an flock, because activities may overlap within and across workers."""
         with self._guard:
-            thread_lock = self._thread_locks.setdefault(spec.name, threading.Lock())
+            thread_lock = self._thread_locks.setdefault(name, threading.Lock())
         lock_dir = self.root_dir / ".locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
-        with thread_lock, open(lock_dir / f"{spec.name}.lock", "a") as fh:
+        with thread_lock, open(lock_dir / f"{name}.lock", "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -165,16 +177,36 @@ class LocalRuntime:
 
     def delete(self, spec: InstanceSpec) -> bool:
         with self._locked(spec):
-            inst_dir = self.instance_dir(spec)
-            if not inst_dir.exists():
+            return self._remove_directory(self.instance_dir(spec))
+
+    def _remove_directory(self, inst_dir: Path) -> bool:
+        """Stop the server of ``inst_dir`` (if it runs) and remove the directory."""
+        if not inst_dir.exists():
+            return False
+        server = EmbeddedPostgres(inst_dir / "pgdata", host=LOCAL_HOST)
+        try:
+            server.stop(mode="fast")
+        except PostgresServerError:
+            server.kill()  # we are removing the data anyway
+        shutil.rmtree(inst_dir)
+        return True
+
+    def list_instances(self, namespaces: Sequence[str] = ()) -> list[FoundInstance]:
+        """Every directory that holds a ``runtime.json`` naming an instance id."""
+        found: list[FoundInstance] = []
+        for child in sorted(self.root_dir.iterdir()) if self.root_dir.is_dir() else []:
+            instance_id = _recorded_instance_id(child / "runtime.json")
+            if instance_id is not None:
+                found.append(FoundInstance(instance_id=instance_id, name=child.name))
+        return found
+
+    def remove(self, found: FoundInstance) -> bool:
+        """Remove a found directory, unless it has been claimed by another instance since."""
+        with self._locked_name(found.name):
+            inst_dir = self.root_dir / found.name
+            if _recorded_instance_id(inst_dir / "runtime.json") != found.instance_id:
                 return False
-            server = self._server(spec)
-            try:
-                server.stop(mode="fast")
-            except PostgresServerError:
-                server.kill()  # we are removing the data anyway
-            shutil.rmtree(inst_dir)
-            return True
+            return self._remove_directory(inst_dir)
 
     def read_password(self, spec: InstanceSpec) -> str:
         try:
@@ -233,6 +265,15 @@ class LocalRuntime:
             raise DeployError(
                 f"could not create database {spec.database!r}: {type(exc).__name__}", retryable=True
             ) from None
+
+
+def _recorded_instance_id(runtime_file: Path) -> str | None:
+    try:
+        recorded = json.loads(runtime_file.read_text())
+    except (OSError, ValueError):
+        return None
+    instance_id = recorded.get("instance_id") if isinstance(recorded, dict) else None
+    return instance_id if isinstance(instance_id, str) and instance_id else None
 
 
 def _write_private(path: Path, secret: str) -> None:

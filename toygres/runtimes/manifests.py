@@ -23,6 +23,7 @@ SECRET_USERNAME_KEY = "username"
 SECRET_PASSWORD_KEY = "password"
 MANAGED_BY = "toygres"
 INSTANCE_ID_LABEL = "toygres.io/instance-id"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
 
 Manifest = dict[str, Any]
 
@@ -49,12 +50,17 @@ class ObjectNames:
 
 def object_names(spec: InstanceSpec) -> ObjectNames:
     """Deterministic names, so a retried activity finds what an earlier attempt created."""
+    return names_for(spec.name)
+
+
+def names_for(name: str) -> ObjectNames:
+    """The object names of the instance whose Kubernetes name is ``name``."""
     return ObjectNames(
-        statefulset=spec.name,
-        service=spec.name,
-        secret=spec.name,  # the metadata's PasswordRef names the Secret after the instance too
-        pod=f"{spec.name}-0",
-        pvc=f"{DATA_VOLUME}-{spec.name}-0",
+        statefulset=name,
+        service=name,
+        secret=name,  # the metadata's PasswordRef names the Secret after the instance too
+        pod=f"{name}-0",
+        pvc=f"{DATA_VOLUME}-{name}-0",
     )
 
 
@@ -74,9 +80,13 @@ def labels(spec: InstanceSpec) -> dict[str, str]:
 
 def instance_label_selector(spec: InstanceSpec) -> str:
     """A label selector matching exactly this instance's objects (used to find its PVCs)."""
+    return label_selector_for(spec.name, spec.instance_id)
+
+
+def label_selector_for(name: str, instance_id: str) -> str:
+    """The label selector of the objects of instance ``instance_id`` named ``name``."""
     return (
-        f"app.kubernetes.io/instance={spec.name},app.kubernetes.io/managed-by={MANAGED_BY},"
-        f"{INSTANCE_ID_LABEL}={spec.instance_id}"
+        f"{INSTANCE_LABEL}={name},app.kubernetes.io/managed-by={MANAGED_BY},{INSTANCE_ID_LABEL}={instance_id}"
     )
 
 

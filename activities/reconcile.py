@@ -1,0 +1,90 @@
+"""Activities of the Reconciler: what runs is what the metadata says, and nothing else.
+
+Orphans are found by looking at the runtimes first and reading the metadata second: a row is
+written before anything of its instance is deployed, so an instance created during the pass is
+never taken for an orphan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import UUID
+
+from durable_engine import ActivityContext
+from toygres.models import InstanceMetadata, InstanceState, RuntimeKind
+from toygres.runtimes.base import DeployError, FoundInstance
+
+from .deps import ActivityDeps
+from .instances import platform_error
+from .results import Orphan, OrphanRemoval
+
+
+def _uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
+
+
+def _orphan_reason(row: InstanceMetadata | None) -> str | None:
+    """Why something found for this row must go; None when the metadata calls it live."""
+    if row is None:
+        return "unknown to the metadata"
+    if row.state is InstanceState.DELETED:
+        return f"instance {row.name} was deleted"
+    return None
+
+
+async def find_orphans(deps: ActivityDeps, ctx: ActivityContext, _: Any = None) -> list[dict[str, Any]]:
+    """Everything a runtime runs for an instance that is deleted or unknown."""
+    namespaces = await deps.metadata.namespaces_in_use()
+    found: list[tuple[RuntimeKind, FoundInstance]] = []
+    for kind, runtime in deps.runtimes.items():
+        try:
+            listed = await asyncio.to_thread(runtime.list_instances, namespaces)
+        except DeployError as exc:
+            raise platform_error(exc) from None
+        found += [(kind, item) for item in listed]
+    ids = {uuid for _, item in found if (uuid := _uuid(item.instance_id)) is not None}
+    rows = await deps.metadata.get_instances(ids)
+    orphans: list[dict[str, Any]] = []
+    for kind, item in found:
+        uuid = _uuid(item.instance_id)
+        reason = _orphan_reason(rows.get(uuid) if uuid is not None else None)
+        if reason is not None:
+            orphan = Orphan(
+                runtime=kind,
+                instance_id=item.instance_id,
+                name=item.name,
+                namespace=item.namespace,
+                reason=reason,
+            )
+            orphans.append(orphan.model_dump(mode="json"))
+    return orphans
+
+
+async def remove_orphan(deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]) -> dict[str, Any]:
+    """Remove one orphan, after checking again under the instance's lock that it still is one."""
+    orphan = Orphan.model_validate(raw)
+    runtime = deps.runtimes.get(orphan.runtime)
+    if runtime is None:
+        return OrphanRemoval(
+            removed=False, skipped=f"runtime {orphan.runtime.value} is not enabled"
+        ).model_dump()
+    found = FoundInstance(instance_id=orphan.instance_id, name=orphan.name, namespace=orphan.namespace)
+    async with deps.metadata.instance_lock(orphan.instance_id) as current:
+        if _orphan_reason(current) is None:
+            return OrphanRemoval(removed=False, skipped="the metadata calls it live now").model_dump()
+        try:
+            removed = await asyncio.to_thread(runtime.remove, found)
+        except DeployError as exc:
+            raise platform_error(exc) from None
+    ctx.logger.warning(
+        "removed orphan %s of instance %s (%s, %s)",
+        orphan.name,
+        orphan.instance_id,
+        orphan.runtime,
+        orphan.reason,
+    )
+    return OrphanRemoval(removed=removed).model_dump(mode="json")

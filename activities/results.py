@@ -1,0 +1,86 @@
+"""Typed results of the Toygres activities.
+
+An activity returns ``Model(...).model_dump(mode="json")`` (history keeps JSON) and the
+orchestration reads it back with ``Model.model_validate(await ctx.schedule_activity(...))``, so a
+result is checked where it is used instead of being indexed as a raw dict. When the engine offers
+``schedule_activity(..., result_type=Model)`` the read becomes that one argument.
+
+Results tolerate fields they do not know (``extra="ignore"``): an activity of a newer version may
+add one while an older orchestration still reads its result, and history written by either must
+stay readable after an upgrade or a rollback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from toygres.models import InstanceState, RuntimeKind
+
+
+class ActivityResult(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Endpoint(ActivityResult):
+    host: str
+    port: int
+
+
+class DeployResult(ActivityResult):
+    password_ref: str
+    objects: dict[str, Any] = Field(default_factory=dict)
+
+
+class InstanceStatusResult(ActivityResult):
+    exists: bool
+    ready: bool
+    phase: str
+    message: str
+    endpoint: Endpoint | None = None
+
+
+class DeleteResult(ActivityResult):
+    removed: bool
+
+
+class ConnectionResult(ActivityResult):
+    host: str
+    port: int
+    connection_string: str
+    password_hint: str
+
+
+class MetadataResult(ActivityResult):
+    #: the instance's state after the change (absent for health records)
+    state: InstanceState | None = None
+    recorded: bool = False
+
+
+class StopResult(ActivityResult):
+    cancelled: bool
+
+
+class OperationStatusResult(ActivityResult):
+    """An engine orchestration as the control plane sees it (a create, a delete, a monitor)."""
+
+    exists: bool
+    status: str | None = None
+    terminal: bool = False
+
+
+class Orphan(ActivityResult):
+    """Something a runtime runs for an instance the metadata does not call live."""
+
+    runtime: RuntimeKind
+    instance_id: str
+    name: str
+    namespace: str | None = None
+    reason: str
+
+
+class OrphanRemoval(ActivityResult):
+    removed: bool
+    #: why nothing was removed, when nothing was
+    skipped: str | None = None
