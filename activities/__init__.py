@@ -16,6 +16,7 @@ from .deps import ActivityDeps, instance_spec
 from .health import health_check
 from .instances import delete_postgres, deploy_postgres, generate_connection_string, get_instance_status
 from .metadata import (
+    ensure_health_monitor,
     find_instances_without_monitor,
     get_instance_record,
     get_operation_status,
@@ -34,6 +35,7 @@ GET_INSTANCE_RECORD = "GetInstanceRecord"
 STOP_ORCHESTRATION = "StopOrchestration"
 FIND_INSTANCES_WITHOUT_MONITOR = "FindInstancesWithoutMonitor"
 GET_OPERATION_STATUS = "GetOperationStatus"
+ENSURE_HEALTH_MONITOR = "EnsureHealthMonitor"
 FIND_ORPHANS = "FindOrphans"
 REMOVE_ORPHAN = "RemoveOrphan"
 
@@ -48,6 +50,7 @@ _ACTIVITIES: dict[str, Callable[[ActivityDeps, ActivityContext, Any], Awaitable[
     STOP_ORCHESTRATION: stop_orchestration,
     FIND_INSTANCES_WITHOUT_MONITOR: find_instances_without_monitor,
     GET_OPERATION_STATUS: get_operation_status,
+    ENSURE_HEALTH_MONITOR: ensure_health_monitor,
     FIND_ORPHANS: find_orphans,
     REMOVE_ORPHAN: remove_orphan,
 }

@@ -110,6 +110,31 @@ async def get_operation_status(deps: ActivityDeps, ctx: ActivityContext, operati
     ).model_dump(mode="json")
 
 
+class EnsureMonitor(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    monitor_id: str
+    name: str
+    input: dict[str, Any]
+
+
+async def ensure_health_monitor(
+    deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]
+) -> dict[str, Any]:
+    """Make sure the monitor with this (deterministic) id runs: start it, or restart it if it ended.
+
+    Idempotent and safe against concurrent reconciler passes: the engine starts an id at most
+    once, and purging only removes a finished instance, never one another pass just started.
+    """
+    want = EnsureMonitor.model_validate(raw)
+    status = await deps.client.get_status(want.monitor_id)
+    if status is not None and not status.is_terminal:
+        return OperationStatusResult(exists=True, status=status.status.value).model_dump(mode="json")
+    if status is not None:
+        await deps.client.purge(want.monitor_id)
+    await deps.client.start_orchestration(want.monitor_id, want.name, want.input)
+    return OperationStatusResult(exists=True, status=RuntimeStatus.PENDING.value).model_dump(mode="json")
+
+
 async def find_instances_without_monitor(
     deps: ActivityDeps, ctx: ActivityContext, _: Any = None
 ) -> list[dict[str, Any]]:

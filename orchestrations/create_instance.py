@@ -80,7 +80,7 @@ async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
         await mark_failed(ctx, instance_id, reason)
         raise
 
-    monitor_id = await start_health_monitor(ctx, params.config, params.health_interval_seconds)
+    monitor_id = start_health_monitor(ctx, params.config, params.health_interval_seconds)
     ctx.set_custom_status({"phase": "running"})
     return {
         "instance_id": instance_id,

@@ -12,7 +12,7 @@ from activities import UPDATE_METADATA
 from activities.errors import NON_RETRYABLE
 from activities.results import MetadataResult
 from durable_engine import OrchestrationContext, RetryPolicy
-from toygres.models import DeploymentConfig, InstanceState
+from toygres.models import DeploymentConfig, InstanceState, health_monitor_id
 
 from .inputs import HealthMonitorInput
 
@@ -61,23 +61,18 @@ async def mark_deleted(ctx: OrchestrationContext, instance_id: str) -> None:
     )
 
 
-async def start_health_monitor(
-    ctx: OrchestrationContext, config: DeploymentConfig, interval_seconds: float
-) -> str:
-    """Start a detached HealthMonitor for the instance and record its id; returns the id.
+def monitor_input(config: DeploymentConfig, interval_seconds: float) -> dict[str, object]:
+    return HealthMonitorInput(config=config, interval_seconds=interval_seconds).model_dump(mode="json")
 
-    Each monitor generation gets a fresh id, so a restarted monitor never collides with a dead one.
+
+def start_health_monitor(ctx: OrchestrationContext, config: DeploymentConfig, interval_seconds: float) -> str:
+    """Start the instance's detached HealthMonitor under its deterministic id; returns the id.
+
+    The id is recorded with the row when the instance is created, so nothing is left to record
+    here, and a reconciler that starts the same monitor in the meantime starts the same instance.
     """
-    instance_id = str(config.instance_id)
-    monitor_input = HealthMonitorInput(config=config, interval_seconds=interval_seconds)
-    monitor_id = ctx.start_orchestration(
+    return ctx.start_orchestration(
         HEALTH_MONITOR,
-        monitor_input.model_dump(mode="json"),
-        instance_id=f"health-{instance_id}-{ctx.new_uuid()[:8]}",
+        monitor_input(config, interval_seconds),
+        instance_id=health_monitor_id(config.instance_id),
     )
-    await ctx.schedule_activity(
-        UPDATE_METADATA,
-        {"op": "health_monitor", "instance_id": instance_id, "monitor_id": monitor_id},
-        retry=PLATFORM_RETRY,
-    )
-    return monitor_id

@@ -39,6 +39,7 @@ from toygres.models import (
     InstanceState,
     ListInstancesResponse,
     allowed_predecessors,
+    health_monitor_id,
 )
 
 __all__ = [
@@ -190,8 +191,10 @@ class MetadataRepository:
     async def create_instance(
         self, config: DeploymentConfig, *, create_orchestration_id: str | None = None
     ) -> InstanceMetadata:
-        """Record a new instance in state ``creating``.
+        """Record a new instance in state ``creating``, with the id its health monitor will have.
 
+        The monitor id is deterministic and recorded up front, so no reconciler pass ever sees a
+        running instance without one (and starts a second monitor in that gap).
         Repeating the call with the same ``config.instance_id`` returns the existing row.
         Raises ``DuplicateInstanceName`` while another non-deleted instance has the name.
         """
@@ -211,6 +214,7 @@ class MetadataRepository:
             "database": config.database,
             "username": config.username,
             "create_orchestration_id": create_orchestration_id,
+            "health_monitor_id": health_monitor_id(config.instance_id),
             "deployment_config": Jsonb(config.model_dump(mode="json")),
         }
         columns = list(params)

@@ -9,6 +9,7 @@
 - :mod:`.versions` — the PostgreSQL major versions hosted
 - :mod:`.deployment` — :class:`DeploymentConfig`, what orchestrations carry
 - :mod:`.records` — stored rows: instance metadata, health checks
+- :mod:`.operations` — deterministic ids of operations and monitors
 - :mod:`.api_bodies` — HTTP request and response bodies
 - :mod:`.validation` — the strict base model and input-free validation messages
 """
@@ -31,6 +32,7 @@ from .lifecycle import (
     OperationState,
     allowed_predecessors,
 )
+from .operations import create_operation_id, health_monitor_id
 from .passwords import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, PasswordRef, generate_password
 from .placement import RuntimeKind, ServiceType, make_k8s_name
 from .records import HealthCheckRecord, HealthCheckResult, InstanceMetadata
@@ -65,7 +67,9 @@ __all__ = [
     "StrictModel",
     "allowed_predecessors",
     "connection_uri",
+    "create_operation_id",
     "generate_password",
+    "health_monitor_id",
     "load_stored",
     "make_k8s_name",
     "parse_quantity",
