@@ -23,7 +23,7 @@ from .metadata import (
     stop_orchestration,
     update_metadata,
 )
-from .reconcile import find_orphans, remove_orphan
+from .reconcile import find_orphans, find_stuck_instances, remove_orphan
 
 DEPLOY_POSTGRES = "DeployPostgres"
 DELETE_POSTGRES = "DeletePostgres"
@@ -38,6 +38,7 @@ GET_OPERATION_STATUS = "GetOperationStatus"
 ENSURE_HEALTH_MONITOR = "EnsureHealthMonitor"
 FIND_ORPHANS = "FindOrphans"
 REMOVE_ORPHAN = "RemoveOrphan"
+FIND_STUCK_INSTANCES = "FindStuckInstances"
 
 _ACTIVITIES: dict[str, Callable[[ActivityDeps, ActivityContext, Any], Awaitable[Any]]] = {
     DEPLOY_POSTGRES: deploy_postgres,
@@ -53,6 +54,7 @@ _ACTIVITIES: dict[str, Callable[[ActivityDeps, ActivityContext, Any], Awaitable[
     ENSURE_HEALTH_MONITOR: ensure_health_monitor,
     FIND_ORPHANS: find_orphans,
     REMOVE_ORPHAN: remove_orphan,
+    FIND_STUCK_INSTANCES: find_stuck_instances,
 }
 
 

@@ -1,4 +1,4 @@
-"""Activities of the Reconciler: what runs is what the metadata says, and nothing else.
+"""Activities of the Reconciler: what runs is what the metadata says, and every state ends.
 
 Orphans are found by looking at the runtimes first and reading the metadata second: a row is
 written before anything of its instance is deployed, so an instance created during the pass is
@@ -8,16 +8,19 @@ never taken for an orphan.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from pydantic import BaseModel, ConfigDict
+
 from durable_engine import ActivityContext
-from toygres.models import InstanceMetadata, InstanceState, RuntimeKind
+from toygres.models import InstanceMetadata, InstanceState, RuntimeKind, delete_operation_id
 from toygres.runtimes.base import DeployError, FoundInstance
 
 from .deps import ActivityDeps
 from .instances import platform_error
-from .results import Orphan, OrphanRemoval
+from .results import Orphan, OrphanRemoval, StuckInstance
 
 
 def _uuid(text: str) -> UUID | None:
@@ -88,3 +91,57 @@ async def remove_orphan(deps: ActivityDeps, ctx: ActivityContext, raw: dict[str,
         orphan.reason,
     )
     return OrphanRemoval(removed=removed).model_dump(mode="json")
+
+
+class StuckQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    #: a ``creating`` row without its operation is left alone this long (its request may still run)
+    stuck_after_seconds: float = 600
+
+
+async def find_stuck_instances(
+    deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """``creating``/``deleting`` rows whose operation is missing or has ended: none may stay so."""
+    query = StuckQuery.model_validate(raw or {})
+    now = datetime.now(UTC)
+    stuck: list[dict[str, Any]] = []
+    for row in await deps.metadata.list_instances_in_states([InstanceState.CREATING, InstanceState.DELETING]):
+        if row.deployment_config is None:
+            continue
+        found = await _stuck(deps, row, now - timedelta(seconds=query.stuck_after_seconds))
+        if found is not None:
+            stuck.append(found.model_dump(mode="json"))
+    return stuck
+
+
+async def _stuck(deps: ActivityDeps, row: InstanceMetadata, old: datetime) -> StuckInstance | None:
+    if row.state is InstanceState.CREATING:
+        operation = row.create_orchestration_id
+        status = await deps.client.get_status(operation) if operation else None
+        if status is None:
+            if row.created_at > old:
+                return None  # the request that inserted it may still be starting it
+            reason = "the create request ended before its operation started; create the instance again"
+        elif status.is_terminal:
+            detail = f": {status.error.message}" if status.error else ""
+            reason = f"the create operation ended {status.status.value} without finishing{detail}"
+        else:
+            return None
+        return StuckInstance(instance_id=str(row.id), state=row.state, action="fail", reason=reason)
+    operation = row.delete_orchestration_id
+    status = await deps.client.get_status(operation) if operation else None
+    if status is not None and not status.is_terminal:
+        return None
+    # a recorded operation that never started is started now; an ended one gets a successor
+    resume = operation if operation is not None and status is None else delete_operation_id(row.id, operation)
+    state = status.status.value if status is not None else "missing"
+    return StuckInstance(
+        instance_id=str(row.id),
+        state=row.state,
+        action="resume_delete",
+        reason=f"the delete operation {operation} is {state}",
+        operation_id=resume,
+        create_operation_id=row.create_orchestration_id,
+        config=row.deployment_config,
+    )

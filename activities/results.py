@@ -12,11 +12,11 @@ stay readable after an upgrade or a rollback.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from toygres.models import InstanceState, RuntimeKind
+from toygres.models import DeploymentConfig, InstanceState, RuntimeKind
 
 
 class ActivityResult(BaseModel):
@@ -84,3 +84,19 @@ class OrphanRemoval(ActivityResult):
     removed: bool
     #: why nothing was removed, when nothing was
     skipped: str | None = None
+
+
+class StuckInstance(ActivityResult):
+    """A ``creating`` or ``deleting`` row whose operation is missing or ended: what to do with it.
+
+    ``fail``: mark it failed with ``reason``; ``resume_delete``: start delete ``operation_id``.
+    Carries a :class:`DeploymentConfig`: read it with ``load_stored`` (tolerant at every level).
+    """
+
+    instance_id: str
+    state: InstanceState
+    action: Literal["fail", "resume_delete"]
+    reason: str
+    operation_id: str | None = None
+    create_operation_id: str | None = None
+    config: DeploymentConfig | None = None

@@ -33,6 +33,7 @@ from toygres.models import (
     OperationState,
     OperationStatus,
     RuntimeKind,
+    create_operation_id,
 )
 from toygres.runtimes.base import InstanceRuntime
 from toygres.settings import Settings
@@ -59,6 +60,8 @@ class LifecycleTiming:
     readiness_deadline_seconds: float = 600
     readiness_poll_seconds: float = 5
     deploy_attempts: int = 5
+    #: how old a ``creating`` row without its operation must be before the reconciler fails it
+    stuck_after_seconds: float = 600
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LifecycleTiming:
@@ -116,19 +119,9 @@ class ControlPlane:
             runtime_versions={kind: runtime.postgres_versions for kind, runtime in self.runtimes.items()},
         )
         runtime = self.deps.runtime_for(config)
-        operation_id = f"create-{instance_id}"
+        operation_id = create_operation_id(instance_id)
         # the unique name index refuses duplicates here, before anything is deployed
         await self.metadata.create_instance(config, create_orchestration_id=operation_id)
-        try:
-            # the password goes straight to its store (Secret / 0600 file), never into
-            # orchestration input, history or the metadata row
-            password = request.password.get_secret_value()
-            await asyncio.to_thread(runtime.store_password, instance_spec(config), password)
-        except Exception as exc:
-            await self.metadata.update_state(
-                instance_id, InstanceState.FAILED, reason=f"could not store the password: {exc}"
-            )
-            raise
         params = CreateInstanceInput(
             config=config,
             readiness_deadline_seconds=self.timing.readiness_deadline_seconds,
@@ -136,7 +129,25 @@ class ControlPlane:
             health_interval_seconds=self.timing.health_interval_seconds,
             deploy_attempts=self.timing.deploy_attempts,
         )
-        await self.client.start_orchestration(operation_id, "CreateInstance", params.model_dump(mode="json"))
+        try:
+            # the password goes straight to its store (Secret / 0600 file), never into
+            # orchestration input, history or the metadata row
+            password = request.password.get_secret_value()
+            await asyncio.to_thread(runtime.store_password, instance_spec(config), password)
+        except Exception as exc:
+            await self._fail_create(instance_id, f"could not store the password: {exc}")
+            raise
+        try:
+            await self.client.start_orchestration(
+                operation_id, "CreateInstance", params.model_dump(mode="json")
+            )
+        except Exception as exc:
+            # a crash right here instead leaves a creating row without its operation: the
+            # reconciler fails that one (FindStuckInstances)
+            await self._fail_create(
+                instance_id, f"could not start the create operation: {type(exc).__name__}"
+            )
+            raise
         await self._started(operation_id)
         return CreateInstanceResponse(
             instance_id=instance_id,
@@ -144,6 +155,15 @@ class ControlPlane:
             name=config.name,
             password_hint=config.password_ref.describe(),
         )
+
+    async def _fail_create(self, instance_id: UUID, reason: str) -> None:
+        """Best effort: a create that never started is failed (its name released) at once."""
+        try:
+            await self.metadata.update_state(
+                instance_id, InstanceState.FAILED, reason=reason, expected_from=[InstanceState.CREATING]
+            )
+        except Exception:
+            log.warning("could not mark instance %s failed; the reconciler will", instance_id, exc_info=True)
 
     async def delete_instance(self, instance_id: UUID) -> str:
         """Start (or find) the delete operation; raises InstanceNotFound / InstanceGone."""
@@ -220,7 +240,11 @@ class ControlPlane:
         """
         reconciler_id = reconciler_window_id(now or datetime.now(UTC), every)
         if await self.client.get_status(reconciler_id) is None:
-            params = ReconcilerInput(health_interval_seconds=self.timing.health_interval_seconds)
+            params = ReconcilerInput(
+                health_interval_seconds=self.timing.health_interval_seconds,
+                stuck_after_seconds=self.timing.stuck_after_seconds,
+                delete_attempts=self.timing.deploy_attempts,
+            )
             await self.client.start_orchestration(reconciler_id, "Reconciler", params.model_dump(mode="json"))
             await self._started(reconciler_id)
         finished = await self.client.list_instances(

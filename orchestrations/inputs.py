@@ -40,3 +40,7 @@ class HealthMonitorInput(_Input):
 
 class ReconcilerInput(_Input):
     health_interval_seconds: float = Field(default=30, gt=0)
+    #: a ``creating`` row without its operation is failed once it is this old
+    stuck_after_seconds: float = Field(default=600, ge=0)
+    #: attempts of a delete the reconciler resumes
+    delete_attempts: int = Field(default=5, ge=1)

@@ -3,7 +3,9 @@
 One pass:
 1. every running instance has a live health monitor — its one monitor, under its deterministic
    id, restarted in place when it ended (concurrent passes start it once);
-2. orphans — resources of instances that are deleted or unknown — are removed and reported.
+2. every ``creating``/``deleting`` row whose operation is missing or ended is ended: a create
+   is marked failed with the reason (its name is released), a delete is resumed;
+3. orphans — resources of instances that are deleted or unknown — are removed and reported.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from activities import (
     ENSURE_HEALTH_MONITOR,
     FIND_INSTANCES_WITHOUT_MONITOR,
     FIND_ORPHANS,
+    FIND_STUCK_INSTANCES,
     REMOVE_ORPHAN,
     UPDATE_METADATA,
 )
-from activities.results import Orphan, OrphanRemoval
+from activities.results import Orphan, OrphanRemoval, StuckInstance
 from durable_engine import OrchestrationContext, TaskFailedError
-from toygres.models import DeploymentConfig, health_monitor_id, load_stored
+from toygres.models import DeploymentConfig, InstanceState, health_monitor_id, load_stored
 
-from .inputs import ReconcilerInput
-from .steps import HEALTH_MONITOR, PLATFORM_RETRY, monitor_input
+from . import delete_instance
+from .inputs import DeleteInstanceInput, ReconcilerInput
+from .steps import HEALTH_MONITOR, PLATFORM_RETRY, monitor_input, set_state
 
 NAME = "Reconciler"
 VERSION = "2.0.0"
@@ -52,8 +56,60 @@ async def reconciler(ctx: OrchestrationContext, raw: dict[str, Any] | None) -> d
                 retry=PLATFORM_RETRY,
             )
         restarted.append({"instance_id": instance_id, "monitor_id": monitor_id})
-    removed, errors = await remove_orphans(ctx)
-    return {"checked": len(unmonitored), "restarted": restarted, "orphans_removed": removed, "errors": errors}
+    ended, errors = await end_stuck_states(ctx, params)
+    removed, orphan_errors = await remove_orphans(ctx)
+    return {
+        "checked": len(unmonitored),
+        "restarted": restarted,
+        "ended": ended,
+        "orphans_removed": removed,
+        "errors": errors + orphan_errors,
+    }
+
+
+async def end_stuck_states(
+    ctx: OrchestrationContext, params: ReconcilerInput
+) -> tuple[list[dict[str, Any]], list[str]]:
+    found = await ctx.schedule_activity(
+        FIND_STUCK_INSTANCES, {"stuck_after_seconds": params.stuck_after_seconds}, retry=PLATFORM_RETRY
+    )
+    ended: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for stuck in (load_stored(StuckInstance, item) for item in found):
+        if stuck.action == "fail":
+            try:  # only from the state it was found in: a create that just finished stays running
+                await set_state(
+                    ctx,
+                    stuck.instance_id,
+                    InstanceState.FAILED,
+                    reason=stuck.reason,
+                    expected_from=[stuck.state],
+                )
+            except TaskFailedError as exc:
+                errors.append(f"ending {stuck.state.value} instance {stuck.instance_id} failed: {exc}")
+                continue
+        else:
+            assert stuck.config is not None and stuck.operation_id is not None
+            resumed = DeleteInstanceInput(
+                config=stuck.config,
+                create_operation_id=stuck.create_operation_id,
+                delete_attempts=params.delete_attempts,
+            )
+            ctx.start_orchestration(
+                delete_instance.NAME, resumed.model_dump(mode="json"), instance_id=stuck.operation_id
+            )
+            await ctx.schedule_activity(
+                UPDATE_METADATA,
+                {
+                    "op": "delete_operation",
+                    "instance_id": stuck.instance_id,
+                    "operation_id": stuck.operation_id,
+                },
+                retry=PLATFORM_RETRY,
+            )
+        ctx.logger.warning("instance %s was stuck %s: %s", stuck.instance_id, stuck.state.value, stuck.reason)
+        ended.append(stuck.model_dump(mode="json", include={"instance_id", "state", "action", "reason"}))
+    return ended, errors
 
 
 async def remove_orphans(ctx: OrchestrationContext) -> tuple[list[dict[str, Any]], list[str]]:

@@ -125,6 +125,7 @@ class MetadataRepository:
         self.schema = schema
         self._instances = sql.Identifier(schema, "instances")
         self._checks = sql.Identifier(schema, "health_checks")
+        self._state_type = sql.Identifier(schema, "instance_state")
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -142,7 +143,9 @@ class MetadataRepository:
                     yield cur
 
     def _q(self, template: str) -> sql.Composed:
-        return sql.SQL(template).format(instances=self._instances, checks=self._checks)
+        return sql.SQL(template).format(
+            instances=self._instances, checks=self._checks, state=self._state_type
+        )
 
     async def _fetch_instance(self, cur: psycopg.AsyncCursor[DictRow], instance_id: UUID) -> InstanceMetadata:
         await cur.execute(self._q("SELECT * FROM {instances} WHERE id = %s"), (instance_id,))
@@ -271,10 +274,13 @@ class MetadataRepository:
         return [str(row["k8s_namespace"]) for row in rows]
 
     async def get_instance_by_name(self, name: str) -> InstanceMetadata | None:
-        """The non-deleted instance with this user-facing name, if any."""
+        """The instance that holds this user-facing name (not deleted, not a failed create), if any."""
         async with self._cursor() as cur:
             await cur.execute(
-                self._q("SELECT * FROM {instances} WHERE name = %s AND deleted_at IS NULL"), (name,)
+                self._q(
+                    "SELECT * FROM {instances} WHERE name = %s AND deleted_at IS NULL AND NOT name_released"
+                ),
+                (name,),
             )
             row = await cur.fetchone()
         return None if row is None else _instance(row)
@@ -325,6 +331,16 @@ class MetadataRepository:
         items = [_instance(r) for r in rows[:limit]]
         next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
         return ListInstancesResponse(items=items, next_cursor=next_cursor)
+
+    async def list_instances_in_states(self, states: Iterable[InstanceState]) -> list[InstanceMetadata]:
+        """Every instance in one of ``states``, oldest first (the reconciler's scans)."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q("SELECT * FROM {instances} WHERE state = ANY(%s::{state}[]) ORDER BY created_at, id"),
+                ([s.value for s in states],),
+            )
+            rows = await cur.fetchall()
+        return [_instance(r) for r in rows]
 
     async def list_running_instances(self) -> list[InstanceMetadata]:
         """Every instance in state ``running`` (the reconciler checks each has a live monitor)."""

@@ -119,8 +119,11 @@ async def test_duplicate_name_refused_until_deleted(repo: MetadataRepository) ->
         await repo.create_instance(_config("shared"))
     assert info.value.name == "shared"
 
-    # failed instances still hold their name: resources may remain until they are deleted
-    await repo.update_state(first.id, InstanceState.FAILED, reason="boom")
+    # an instance whose delete failed holds its name: it is still there until deleted again
+    await repo.update_state(first.id, InstanceState.RUNNING)
+    await repo.update_state(first.id, InstanceState.DELETING)
+    await repo.update_state(first.id, InstanceState.FAILED, reason="the delete failed")
+    assert not (await repo.get_instance(first.id) or first).name_released
     with pytest.raises(DuplicateInstanceName):
         await repo.create_instance(_config("shared"))
 
@@ -130,6 +133,13 @@ async def test_duplicate_name_refused_until_deleted(repo: MetadataRepository) ->
     assert (await repo.get_instance_by_name("shared")) == second
     with pytest.raises(DuplicateInstanceName):
         await repo.create_instance(_config("shared"))
+
+    # a create that fails gives the name back at once; the failed row stays to be looked at
+    failed = await repo.update_state(second.id, InstanceState.FAILED, reason="the deploy failed")
+    assert failed.name_released
+    third = await repo.create_instance(_config("shared"))
+    assert (await repo.get_instance_by_name("shared")) == third
+    assert (await repo.get_instance(second.id)) == failed
 
 
 # -- state machine ----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from .lifecycle import (
     OperationState,
     allowed_predecessors,
 )
-from .operations import create_operation_id, health_monitor_id
+from .operations import create_operation_id, delete_operation_id, health_monitor_id
 from .passwords import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, PasswordRef, generate_password
 from .placement import RuntimeKind, ServiceType, make_k8s_name
 from .records import HealthCheckRecord, HealthCheckResult, InstanceMetadata
@@ -68,6 +68,7 @@ __all__ = [
     "allowed_predecessors",
     "connection_uri",
     "create_operation_id",
+    "delete_operation_id",
     "generate_password",
     "health_monitor_id",
     "load_stored",
