@@ -34,6 +34,7 @@ from toygres.models import (
     OperationStatus,
     RuntimeKind,
     create_operation_id,
+    delete_operation_id,
 )
 from toygres.runtimes.base import InstanceRuntime
 from toygres.settings import Settings
@@ -174,22 +175,27 @@ class ControlPlane:
             raise InstanceGone(f"instance {instance_id} was already deleted")
         if instance.deployment_config is None:
             raise InstanceNotFound(instance_id)
-        operation_id = f"delete-{instance_id}"
-        if instance.delete_orchestration_id is not None:
-            previous = await self.client.get_status(instance.delete_orchestration_id)
-            if previous is not None and not previous.is_terminal:
-                return instance.delete_orchestration_id  # already deleting: the same operation
-            # the last attempt failed or was cancelled: a new operation retries the cleanup
-            operation_id = f"delete-{instance_id}-{uuid.uuid4().hex[:8]}"
+        previous = instance.delete_orchestration_id
+        if previous is None:
+            operation_id = delete_operation_id(instance_id)
+        else:
+            status = await self.client.get_status(previous)
+            if status is not None and not status.is_terminal:
+                return previous  # already deleting: the same operation
+            # recorded by a caller that died before starting it: start that one; otherwise the
+            # last attempt ended without deleting, and its successor retries the cleanup
+            operation_id = previous if status is None else delete_operation_id(instance_id, previous)
         params = DeleteInstanceInput(
             config=instance.deployment_config,
             create_operation_id=instance.create_orchestration_id,
             delete_attempts=self.timing.deploy_attempts,
         )
-        await self.metadata.set_delete_orchestration_id(instance_id, operation_id)
+        # start first (the id is deterministic, so concurrent callers start the same one), then
+        # record it; the operation records itself too, so a crash in between loses nothing
         await self.client.start_orchestration(operation_id, "DeleteInstance", params.model_dump(mode="json"))
+        recorded = await self.metadata.claim_delete_operation(instance_id, previous, operation_id)
         await self._started(operation_id)
-        return operation_id
+        return recorded
 
     async def get_instance(self, instance_id: UUID) -> InstanceMetadata:
         instance = await self.metadata.get_instance(instance_id)

@@ -12,7 +12,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from activities import DELETE_POSTGRES, GET_INSTANCE_RECORD, GET_OPERATION_STATUS, STOP_ORCHESTRATION
+from activities import (
+    DELETE_POSTGRES,
+    GET_INSTANCE_RECORD,
+    GET_OPERATION_STATUS,
+    STOP_ORCHESTRATION,
+    UPDATE_METADATA,
+)
 from activities.results import DeleteResult, OperationStatusResult
 from durable_engine import OrchestrationContext, TaskFailedError
 from toygres.models import InstanceMetadata, InstanceState, load_stored
@@ -30,6 +36,12 @@ async def delete_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
     instance_id = str(params.config.instance_id)
 
     ctx.set_custom_status({"phase": "marking deleting"})
+    # the operation records itself: whoever started it may have died before recording it
+    await ctx.schedule_activity(
+        UPDATE_METADATA,
+        {"op": "delete_operation", "instance_id": instance_id, "operation_id": ctx.instance_id},
+        retry=PLATFORM_RETRY,
+    )
     await set_state(ctx, instance_id, InstanceState.DELETING)
     raw_record = await ctx.schedule_activity(GET_INSTANCE_RECORD, instance_id, retry=PLATFORM_RETRY)
     record = load_stored(InstanceMetadata, raw_record) if raw_record is not None else None

@@ -442,6 +442,27 @@ class MetadataRepository:
             {"id": instance_id, "op": orchestration_id},
         )
 
+    async def claim_delete_operation(self, instance_id: UUID, previous: str | None, operation_id: str) -> str:
+        """Compare-and-set the delete operation from ``previous`` to ``operation_id``.
+
+        Returns the id recorded afterwards: ``operation_id``, or whatever a concurrent caller
+        recorded first (with deterministic ids, the same one). Raises ``InstanceNotFound``.
+        """
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q(
+                    "UPDATE {instances} SET delete_orchestration_id = %(op)s WHERE id = %(id)s"
+                    " AND delete_orchestration_id IS NOT DISTINCT FROM %(previous)s"
+                    " RETURNING delete_orchestration_id"
+                ),
+                {"id": instance_id, "op": operation_id, "previous": previous},
+            )
+            row = await cur.fetchone()
+            if row is None:
+                row = (await self._fetch_instance(cur, instance_id)).model_dump()
+        recorded = row["delete_orchestration_id"]
+        return str(recorded) if recorded is not None else operation_id
+
     # -- health checks ------------------------------------------------------------------------
 
     async def record_health_check(self, instance_id: UUID, result: HealthCheckResult) -> HealthCheckRecord:

@@ -127,8 +127,11 @@ async def test_a_delete_that_stopped_half_way_is_resumed(
     await engine.run_until_idle()
     assert (await cp.get_instance(created.instance_id)).state is InstanceState.RUNNING
     delete_op = await cp.delete_instance(created.instance_id)
-    await engine.run_orchestrations()
-    await engine.run_activities(max_items=1)  # marks the instance deleting ...
+    for _ in range(5):  # step the delete until it has marked the instance deleting ...
+        await engine.run_orchestrations()
+        await engine.run_activities(max_items=1)
+        if (await cp.get_instance(created.instance_id)).state is InstanceState.DELETING:
+            break
     await cp.client.cancel(delete_op, "the delete was cancelled half-way")  # ... and then stops
     await engine.run_until_idle()
     assert (await cp.get_instance(created.instance_id)).state is InstanceState.DELETING
