@@ -29,6 +29,7 @@ NON_RETRYABLE = frozenset(
         "LookupError",
         "ValidationError",
         "InvalidStateTransition",
+        "InstanceDeleted",
         "InstanceNotDeployable",
     }
 )

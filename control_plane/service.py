@@ -21,7 +21,7 @@ from durable_engine import Client, Provider, Registry, RuntimeStatus
 from orchestrations import register_orchestrations
 from orchestrations.inputs import CreateInstanceInput, DeleteInstanceInput, ReconcilerInput
 from toygres.deployment_planner import build_deployment_config
-from toygres.metadata import InstanceNotFound, MetadataRepository
+from toygres.metadata import InstanceDeleted, InstanceNotFound, MetadataRepository
 from toygres.models import (
     CreateInstanceRequest,
     CreateInstanceResponse,
@@ -193,7 +193,10 @@ class ControlPlane:
         # start first (the id is deterministic, so concurrent callers start the same one), then
         # record it; the operation records itself too, so a crash in between loses nothing
         await self.client.start_orchestration(operation_id, "DeleteInstance", params.model_dump(mode="json"))
-        recorded = await self.metadata.claim_delete_operation(instance_id, previous, operation_id)
+        try:
+            recorded = await self.metadata.claim_delete_operation(instance_id, previous, operation_id)
+        except InstanceDeleted:  # deleted while we looked: the operation we started ends at once
+            raise InstanceGone(f"instance {instance_id} was already deleted") from None
         await self._started(operation_id)
         return recorded
 

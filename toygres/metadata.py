@@ -19,8 +19,8 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -44,6 +44,7 @@ from toygres.models import (
 
 __all__ = [
     "DuplicateInstanceName",
+    "InstanceDeleted",
     "InstanceNotFound",
     "InvalidCursor",
     "InvalidStateTransition",
@@ -84,6 +85,14 @@ class InvalidStateTransition(MetadataError):
         self.target = target
 
 
+class InstanceDeleted(MetadataError):
+    """The instance is deleted: its row is history and takes no writes."""
+
+    def __init__(self, instance_id: UUID) -> None:
+        super().__init__(f"instance {instance_id} is deleted; it takes no changes")
+        self.instance_id = instance_id
+
+
 class InvalidCursor(MetadataError, ValueError):
     def __init__(self) -> None:
         super().__init__("cursor is not valid: pass the next_cursor of a previous page")
@@ -109,6 +118,22 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 def _instance(row: DictRow) -> InstanceMetadata:
     return InstanceMetadata.model_validate(row)
+
+
+#: constraint names the schema's lifecycle trigger raises check_violation with (migration 0004)
+_DELETED_IS_FINAL = "instances_deleted_is_final"
+_STATE_TRANSITION = "instances_state_transition"
+
+
+@contextmanager
+def _refusals(instance_id: UUID) -> Iterator[None]:
+    """Turn the lifecycle trigger's refusal of a write to a deleted row into ``InstanceDeleted``."""
+    try:
+        yield
+    except errors.CheckViolation as exc:
+        if exc.diag.constraint_name == _DELETED_IS_FINAL:
+            raise InstanceDeleted(instance_id) from None
+        raise
 
 
 class MetadataRepository:
@@ -155,9 +180,10 @@ class MetadataRepository:
         return _instance(row)
 
     async def _update_returning(self, template: str, params: dict[str, Any]) -> InstanceMetadata:
-        async with self._cursor() as cur:
-            await cur.execute(self._q(template), params)
-            row = await cur.fetchone()
+        with _refusals(params["id"]):
+            async with self._cursor() as cur:
+                await cur.execute(self._q(template), params)
+                row = await cur.fetchone()
         if row is None:
             raise InstanceNotFound(params["id"])
         return _instance(row)
@@ -368,8 +394,10 @@ class MetadataRepository:
         is stored as the failure reason; moving to ``deleted`` stamps ``deleted_at``, which frees
         the name.
         """
-        sources = frozenset(expected_from) if expected_from is not None else allowed_predecessors(state)
-        sources -= {InstanceState.DELETED}  # terminal, whatever the caller expects
+        # a caller may narrow the machine, never widen it (the schema's trigger refuses that too)
+        sources = allowed_predecessors(state)
+        if expected_from is not None:
+            sources &= frozenset(expected_from)
         params = {
             "id": instance_id,
             "state": state.value,
@@ -378,6 +406,19 @@ class MetadataRepository:
             "deleting": state is InstanceState.DELETED,
             "sources": sorted(s.value for s in sources),
         }
+        try:
+            return await self._update_state(instance_id, state, params)
+        except errors.CheckViolation as exc:
+            if exc.diag.constraint_name not in (_DELETED_IS_FINAL, _STATE_TRANSITION):
+                raise
+            current = await self.get_instance(instance_id)
+            if current is None:
+                raise InstanceNotFound(instance_id) from None
+            raise InvalidStateTransition(instance_id, current.state, state) from None
+
+    async def _update_state(
+        self, instance_id: UUID, state: InstanceState, params: dict[str, Any]
+    ) -> InstanceMetadata:
         async with self._cursor() as cur:
             await cur.execute(
                 self._q(
@@ -399,10 +440,8 @@ class MetadataRepository:
         raise InvalidStateTransition(instance_id, current.state, state)
 
     async def mark_deleted(self, instance_id: UUID) -> InstanceMetadata:
-        """Move the instance to ``deleted`` from any state (idempotent); its name becomes free."""
-        return await self.update_state(
-            instance_id, InstanceState.DELETED, expected_from=set(InstanceState) - {InstanceState.DELETED}
-        )
+        """Move the instance from ``deleting`` to ``deleted`` (idempotent); its name becomes free."""
+        return await self.update_state(instance_id, InstanceState.DELETED)
 
     async def set_connection_info(
         self,
@@ -446,8 +485,15 @@ class MetadataRepository:
         """Compare-and-set the delete operation from ``previous`` to ``operation_id``.
 
         Returns the id recorded afterwards: ``operation_id``, or whatever a concurrent caller
-        recorded first (with deterministic ids, the same one). Raises ``InstanceNotFound``.
+        recorded first (with deterministic ids, the same one). Raises ``InstanceNotFound`` and
+        ``InstanceDeleted``.
         """
+        with _refusals(instance_id):
+            return await self._claim_delete_operation(instance_id, previous, operation_id)
+
+    async def _claim_delete_operation(
+        self, instance_id: UUID, previous: str | None, operation_id: str
+    ) -> str:
         async with self._cursor() as cur:
             await cur.execute(
                 self._q(
@@ -480,41 +526,45 @@ class MetadataRepository:
             "message": result.message,
         }
         try:
-            async with self._cursor() as cur:
+            with _refusals(instance_id):
+                return await self._record_health_check(params)
+        except errors.ForeignKeyViolation:
+            raise InstanceNotFound(instance_id) from None
+
+    async def _record_health_check(self, params: dict[str, Any]) -> HealthCheckRecord:
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q(
+                    "INSERT INTO {checks} (instance_id, checked_at, status, latency_ms, server_version,"
+                    " message) VALUES (%(instance_id)s, %(checked_at)s, %(status)s, %(latency_ms)s,"
+                    " %(server_version)s, %(message)s)"
+                    " ON CONFLICT (instance_id, checked_at) DO NOTHING RETURNING *"
+                ),
+                params,
+            )
+            row = await cur.fetchone()
+            if row is None:
                 await cur.execute(
                     self._q(
-                        "INSERT INTO {checks} (instance_id, checked_at, status, latency_ms, server_version,"
-                        " message) VALUES (%(instance_id)s, %(checked_at)s, %(status)s, %(latency_ms)s,"
-                        " %(server_version)s, %(message)s)"
-                        " ON CONFLICT (instance_id, checked_at) DO NOTHING RETURNING *"
+                        "SELECT * FROM {checks} WHERE instance_id = %(instance_id)s"
+                        " AND checked_at = %(checked_at)s"
                     ),
                     params,
                 )
                 row = await cur.fetchone()
-                if row is None:
-                    await cur.execute(
-                        self._q(
-                            "SELECT * FROM {checks} WHERE instance_id = %(instance_id)s"
-                            " AND checked_at = %(checked_at)s"
-                        ),
-                        params,
-                    )
-                    row = await cur.fetchone()
-                    assert row is not None
-                    return HealthCheckRecord.model_validate(row)
-                await cur.execute(
-                    self._q(
-                        "UPDATE {instances} SET health_status = %(status)s,"
-                        " last_health_check_at = %(checked_at)s, last_health_message = %(message)s,"
-                        " last_health_latency_ms = %(latency_ms)s"
-                        " WHERE id = %(instance_id)s"
-                        " AND (last_health_check_at IS NULL OR last_health_check_at <= %(checked_at)s)"
-                    ),
-                    params,
-                )
+                assert row is not None
                 return HealthCheckRecord.model_validate(row)
-        except errors.ForeignKeyViolation:
-            raise InstanceNotFound(instance_id) from None
+            await cur.execute(
+                self._q(
+                    "UPDATE {instances} SET health_status = %(status)s,"
+                    " last_health_check_at = %(checked_at)s, last_health_message = %(message)s,"
+                    " last_health_latency_ms = %(latency_ms)s"
+                    " WHERE id = %(instance_id)s"
+                    " AND (last_health_check_at IS NULL OR last_health_check_at <= %(checked_at)s)"
+                ),
+                params,
+            )
+            return HealthCheckRecord.model_validate(row)
 
     async def list_health_checks(self, instance_id: UUID, limit: int = 20) -> list[HealthCheckRecord]:
         """The latest ``limit`` checks of an instance, newest first."""

@@ -127,6 +127,7 @@ async def test_duplicate_name_refused_until_deleted(repo: MetadataRepository) ->
     with pytest.raises(DuplicateInstanceName):
         await repo.create_instance(_config("shared"))
 
+    await repo.update_state(first.id, InstanceState.DELETING)
     deleted = await repo.mark_deleted(first.id)
     assert deleted.state is InstanceState.DELETED and deleted.deleted_at is not None
     second = await repo.create_instance(_config("shared"))
@@ -320,6 +321,7 @@ async def test_pagination_is_stable(repo: MetadataRepository, conn: psycopg.Asyn
     assert seen == expected and pages == 3
 
     # deleted instances are hidden unless asked for; state filter works
+    await repo.update_state(created[0].id, InstanceState.DELETING)
     await repo.mark_deleted(created[0].id)
     await repo.update_state(created[1].id, InstanceState.RUNNING)
     everything = await repo.list_instances(limit=100)
