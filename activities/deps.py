@@ -53,4 +53,6 @@ def instance_spec(config: DeploymentConfig) -> InstanceSpec:
         database=config.database,
         service_type=config.service_type.value,
         load_balancer_source_ranges=tuple(config.load_balancer_source_ranges),
+        # placement is recorded at creation and used by every later activity (invariant 6)
+        namespace=config.namespace,
     )

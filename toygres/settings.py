@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     health_check_interval_seconds: int = Field(default=30, ge=5, le=3600)
     readiness_deadline_seconds: int = Field(default=600, ge=30, le=7200)
     local_data_dir: Path = Path("~/.toygres/instances")
+    #: register the local runtime (PostgreSQL processes on this host): on for ``toygres serve`` and
+    #: development; the Azure profile turns it off, where instances belong on the cluster only
+    local_runtime_enabled: bool = True
 
     @field_validator("engine_schema", "cms_schema")
     @classmethod

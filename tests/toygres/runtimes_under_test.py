@@ -85,17 +85,20 @@ def local_postmasters(root: Path) -> dict[str, int]:
 
 
 def kube_objects(
-    kubeconfig: Path, label_selector: str = "app.kubernetes.io/managed-by=toygres"
+    kubeconfig: Path,
+    label_selector: str = "app.kubernetes.io/managed-by=toygres",
+    namespace: str = NAMESPACE,
 ) -> dict[str, Any]:
     """Names of the labelled objects in the namespace, by kind."""
     api = KubeconfigClientFactory(kubeconfig)()
     core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+    ns, selector = namespace, label_selector
     found = {
-        "statefulsets": apps.list_namespaced_stateful_set(NAMESPACE, label_selector=label_selector).items,
-        "services": core.list_namespaced_service(NAMESPACE, label_selector=label_selector).items,
-        "secrets": core.list_namespaced_secret(NAMESPACE, label_selector=label_selector).items,
-        "pvcs": core.list_namespaced_persistent_volume_claim(NAMESPACE, label_selector=label_selector).items,
-        "pods": core.list_namespaced_pod(NAMESPACE, label_selector=label_selector).items,
+        "statefulsets": apps.list_namespaced_stateful_set(ns, label_selector=selector).items,
+        "services": core.list_namespaced_service(ns, label_selector=selector).items,
+        "secrets": core.list_namespaced_secret(ns, label_selector=selector).items,
+        "pvcs": core.list_namespaced_persistent_volume_claim(ns, label_selector=selector).items,
+        "pods": core.list_namespaced_pod(ns, label_selector=selector).items,
     }
     return {kind: sorted(o.metadata.name for o in items) for kind, items in found.items() if items}
 

@@ -59,6 +59,8 @@ class InstanceSpec:
     database: str = "postgres"
     service_type: ServiceType = "ClusterIP"
     load_balancer_source_ranges: tuple[str, ...] = field(default_factory=tuple)
+    #: the Kubernetes namespace the instance was created in (None: the runtime's configured one)
+    namespace: str | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -97,6 +99,9 @@ class InstanceSpec:
             "must be a lower-case PostgreSQL identifier",
         )
         _check(self.service_type in _SERVICE_TYPES, "service_type", f"must be one of {_SERVICE_TYPES}")
+        if self.namespace is not None:
+            valid_namespace = len(self.namespace) <= 63 and _DNS1123_LABEL.match(self.namespace) is not None
+            _check(valid_namespace, "namespace", "must be a DNS-1123 label of at most 63 characters")
         # Lists arrive from JSON; normalise so the dataclass stays hashable and comparable.
         object.__setattr__(self, "load_balancer_source_ranges", tuple(self.load_balancer_source_ranges))
         for cidr in self.load_balancer_source_ranges:

@@ -87,7 +87,8 @@ class KubernetesRuntime:
         self.field_manager = field_manager
         self.request_timeout = request_timeout
         self.manage_namespace = manage_namespace
-        self._namespace_ready = False
+        #: namespaces known to exist (created or seen), so each is checked once per process
+        self._namespaces_ready: set[str] = set()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -129,16 +130,20 @@ class KubernetesRuntime:
                 return None
             raise
 
+    def namespace_of(self, spec: InstanceSpec) -> str:
+        """Where the instance lives: the namespace it was created in (recorded in its spec), so a
+        control plane reconfigured for another namespace still finds it; else the configured one."""
+        return spec.namespace or self.namespace
+
     def _password_ref(self, spec: InstanceSpec) -> str:
         secret = manifests.object_names(spec).secret
-        return f"k8s-secret:{self.namespace}/{secret}#{manifests.SECRET_PASSWORD_KEY}"
+        return f"k8s-secret:{self.namespace_of(spec)}/{secret}#{manifests.SECRET_PASSWORD_KEY}"
 
     # ------------------------------------------------------------------ deploy
 
-    def _ensure_namespace(self, core: CoreV1Api) -> None:
-        if self._namespace_ready or not self.manage_namespace:
+    def _ensure_namespace(self, core: CoreV1Api, ns: str) -> None:
+        if ns in self._namespaces_ready or not self.manage_namespace:
             return
-        ns = self.namespace
         try:
             self._call(
                 f"read namespace {ns}", lambda: core.read_namespace(ns, _request_timeout=self.request_timeout)
@@ -146,7 +151,7 @@ class KubernetesRuntime:
         except DeployError as exc:
             if exc.status == 403:
                 # Namespace-scoped identity: it cannot see namespaces, so assume the operator made it.
-                self._namespace_ready = True
+                self._namespaces_ready.add(ns)
                 return
             if exc.status != 404:
                 raise
@@ -159,11 +164,11 @@ class KubernetesRuntime:
             except DeployError as create_exc:
                 if create_exc.status != 409:
                     raise
-        self._namespace_ready = True
+        self._namespaces_ready.add(ns)
 
     def _ensure_secret(self, core: CoreV1Api, spec: InstanceSpec, password: str) -> None:
         name = manifests.object_names(spec).secret
-        ns = self.namespace
+        ns = self.namespace_of(spec)
         existing = self._ignore_404(
             f"read secret {ns}/{name}",
             lambda: core.read_namespaced_secret(name, ns, _request_timeout=self.request_timeout),
@@ -194,15 +199,15 @@ class KubernetesRuntime:
         Like ``deploy``, keeps an existing Secret: the first stored password wins.
         """
         core, _ = self._apis()
-        self._ensure_namespace(core)
+        self._ensure_namespace(core, self.namespace_of(spec))
         self._ensure_secret(core, spec, password)
         return self._password_ref(spec)
 
     def deploy(self, spec: InstanceSpec, password: str) -> str:
         core, apps = self._apis()
-        ns = self.namespace
+        ns = self.namespace_of(spec)
         names = manifests.object_names(spec)
-        self._ensure_namespace(core)
+        self._ensure_namespace(core, ns)
         self._ensure_secret(core, spec, password)
         apply: dict[str, Any] = {
             "field_manager": self.field_manager,
@@ -249,12 +254,12 @@ class KubernetesRuntime:
             return Endpoint(host.strip("[]"), int(port))
         if is_lb:
             return Endpoint(lb_host, manifests.POSTGRES_PORT) if lb_host else None
-        name = service.metadata.name
-        return Endpoint(f"{name}.{self.namespace}.svc.cluster.local", manifests.POSTGRES_PORT)
+        name, ns = service.metadata.name, service.metadata.namespace or self.namespace
+        return Endpoint(f"{name}.{ns}.svc.cluster.local", manifests.POSTGRES_PORT)
 
     def status(self, spec: InstanceSpec) -> RuntimeStatus:
         core, apps = self._apis()
-        ns = self.namespace
+        ns = self.namespace_of(spec)
         names = manifests.object_names(spec)
         timeout = self.request_timeout
         sts = self._ignore_404(
@@ -317,7 +322,7 @@ class KubernetesRuntime:
     # ------------------------------------------------------------------ delete
 
     def delete(self, spec: InstanceSpec) -> bool:
-        return self._delete_objects(self.namespace, spec.name, spec.instance_id)
+        return self._delete_objects(self.namespace_of(spec), spec.name, spec.instance_id)
 
     def _delete_objects(self, ns: str, name: str, instance_id: str) -> bool:
         """Delete the StatefulSet, Service and Secret called ``name`` and the instance's PVCs."""
@@ -402,7 +407,7 @@ class KubernetesRuntime:
 
     def read_password(self, spec: InstanceSpec) -> str:
         core, _ = self._apis()
-        ns = self.namespace
+        ns = self.namespace_of(spec)
         name = manifests.object_names(spec).secret
         secret = self._ignore_404(
             f"read secret {ns}/{name}",
@@ -416,7 +421,7 @@ class KubernetesRuntime:
     def describe(self, spec: InstanceSpec) -> dict[str, Any]:
         return {
             "runtime": self.kind,
-            "namespace": self.namespace,
+            "namespace": self.namespace_of(spec),
             **manifests.object_names(spec).as_dict(),
             "password_ref": self._password_ref(spec),
         }
