@@ -23,7 +23,13 @@ from .metadata import (
     stop_orchestration,
     update_metadata,
 )
-from .reconcile import find_orphans, find_stuck_instances, remove_orphan
+from .reconcile import (
+    converge_instance,
+    find_orphans,
+    find_stuck_instances,
+    list_running_instances,
+    remove_orphan,
+)
 
 DEPLOY_POSTGRES = "DeployPostgres"
 DELETE_POSTGRES = "DeletePostgres"
@@ -39,6 +45,8 @@ ENSURE_HEALTH_MONITOR = "EnsureHealthMonitor"
 FIND_ORPHANS = "FindOrphans"
 REMOVE_ORPHAN = "RemoveOrphan"
 FIND_STUCK_INSTANCES = "FindStuckInstances"
+LIST_RUNNING_INSTANCES = "ListRunningInstances"
+CONVERGE_INSTANCE = "ConvergeInstance"
 
 _ACTIVITIES: dict[str, Callable[[ActivityDeps, ActivityContext, Any], Awaitable[Any]]] = {
     DEPLOY_POSTGRES: deploy_postgres,
@@ -55,6 +63,8 @@ _ACTIVITIES: dict[str, Callable[[ActivityDeps, ActivityContext, Any], Awaitable[
     FIND_ORPHANS: find_orphans,
     REMOVE_ORPHAN: remove_orphan,
     FIND_STUCK_INSTANCES: find_stuck_instances,
+    LIST_RUNNING_INSTANCES: list_running_instances,
+    CONVERGE_INSTANCE: converge_instance,
 }
 
 

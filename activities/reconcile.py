@@ -14,13 +14,13 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from durable_engine import ActivityContext
+from durable_engine import ActivityContext, RuntimeStatus
 from toygres.models import InstanceMetadata, InstanceState, RuntimeKind, delete_operation_id
 from toygres.runtimes.base import DeployError, FoundInstance
 
-from .deps import ActivityDeps
-from .instances import platform_error
-from .results import Orphan, OrphanRemoval, StuckInstance
+from .deps import ActivityDeps, instance_spec, load_config
+from .instances import deploy_with, observe, platform_error
+from .results import ConvergeResult, Orphan, OrphanRemoval, RunningInstance, StuckInstance
 
 
 def _uuid(text: str) -> UUID | None:
@@ -145,3 +145,53 @@ async def _stuck(deps: ActivityDeps, row: InstanceMetadata, old: datetime) -> St
         create_operation_id=row.create_orchestration_id,
         config=row.deployment_config,
     )
+
+
+async def list_running_instances(
+    deps: ActivityDeps, ctx: ActivityContext, _: Any = None
+) -> list[dict[str, Any]]:
+    """Every running instance, with whether the monitor its row names is alive."""
+    found: list[dict[str, Any]] = []
+    for row in await deps.metadata.list_running_instances():
+        if row.deployment_config is None:
+            ctx.logger.warning("instance %s has no deployment config; cannot reconcile it", row.id)
+            continue
+        monitor = await deps.client.get_status(row.health_monitor_id) if row.health_monitor_id else None
+        live = monitor is not None and monitor.status in (RuntimeStatus.RUNNING, RuntimeStatus.PENDING)
+        running = RunningInstance(
+            instance_id=str(row.id),
+            config=row.deployment_config,
+            monitor_id=row.health_monitor_id,
+            monitor_live=live,
+        )
+        found.append(running.model_dump(mode="json"))
+    return found
+
+
+async def converge_instance(deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]) -> dict[str, Any]:
+    """Deploy a running instance again, so what runs matches its spec, and record where it answers.
+
+    A local server that a host restart stopped is started (on its recorded port when free, else
+    another); Kubernetes objects that drifted from the spec are applied again. Inside the
+    instance lock, and only while the row says ``running``.
+    """
+    config = load_config(raw)
+    runtime, spec = deps.runtime_for(config), instance_spec(config)
+    async with deps.metadata.instance_lock(config.instance_id) as current:
+        if current is None or current.state is not InstanceState.RUNNING:
+            state = current.state.value if current is not None else "unknown"
+            return ConvergeResult(
+                instance_id=str(config.instance_id), skipped=f"instance is {state}"
+            ).model_dump()
+        before = await asyncio.to_thread(observe, runtime, spec)
+        await asyncio.to_thread(deploy_with, runtime, spec)
+        after = await asyncio.to_thread(observe, runtime, spec)
+    endpoint = after.endpoint
+    moved = endpoint is not None and (endpoint.host, endpoint.port) != (current.host, current.port)
+    if endpoint is not None and moved:
+        await deps.metadata.set_connection_info(current.id, host=endpoint.host, port=endpoint.port)
+        ctx.logger.warning("instance %s answers at %s:%s now", current.id, endpoint.host, endpoint.port)
+    result = ConvergeResult(
+        instance_id=str(current.id), restarted=not before.ready, moved=moved, ready=after.ready
+    )
+    return result.model_dump(mode="json")

@@ -100,3 +100,26 @@ class StuckInstance(ActivityResult):
     operation_id: str | None = None
     create_operation_id: str | None = None
     config: DeploymentConfig | None = None
+
+
+class RunningInstance(ActivityResult):
+    """A ``running`` instance as the reconciler sees it (read ``config`` with ``load_stored``)."""
+
+    instance_id: str
+    config: DeploymentConfig
+    #: the monitor the row names, and whether it is running (or about to)
+    monitor_id: str | None = None
+    monitor_live: bool = False
+
+
+class ConvergeResult(ActivityResult):
+    """One instance brought back to its spec by the reconciler."""
+
+    instance_id: str
+    #: why nothing was done (the instance is no longer running)
+    skipped: str | None = None
+    #: it was not ready, and was deployed again (a stopped local server is started)
+    restarted: bool = False
+    #: its endpoint changed, and the metadata now records the new one
+    moved: bool = False
+    ready: bool = False

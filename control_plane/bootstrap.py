@@ -33,7 +33,9 @@ def build_runtimes(settings: Settings) -> dict[RuntimeKind, InstanceRuntime]:
     or a kubeconfig is configured. A request for a runtime that is not here is a 422."""
     runtimes: dict[RuntimeKind, InstanceRuntime] = {}
     if settings.local_runtime_enabled:
-        runtimes[RuntimeKind.LOCAL] = LocalRuntime(settings.local_data_dir.expanduser())
+        runtimes[RuntimeKind.LOCAL] = LocalRuntime(
+            settings.local_data_dir.expanduser(), port_range=settings.local_port_range
+        )
     kube = settings.kubernetes
     factory: AksClientFactory | KubeconfigClientFactory | None = None
     if kube.uses_aks:

@@ -1,11 +1,14 @@
 """Reconciler: what runs is what the metadata says (run by the timer sweep and ``toygres serve``).
 
 One pass:
-1. every running instance has a live health monitor — its one monitor, under its deterministic
+1. every running instance is deployed again (``ConvergeInstance``): a local server a host
+   restart stopped is started (and its new port recorded), Kubernetes objects that drifted from
+   the spec are applied again;
+2. every running instance has a live health monitor — its one monitor, under its deterministic
    id, restarted in place when it ended (concurrent passes start it once);
-2. every ``creating``/``deleting`` row whose operation is missing or ended is ended: a create
+3. every ``creating``/``deleting`` row whose operation is missing or ended is ended: a create
    is marked failed with the reason (its name is released), a delete is resumed;
-3. orphans — resources of instances that are deleted or unknown — are removed and reported.
+4. orphans — resources of instances that are deleted or unknown — are removed and reported.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ from __future__ import annotations
 from typing import Any
 
 from activities import (
+    CONVERGE_INSTANCE,
     ENSURE_HEALTH_MONITOR,
-    FIND_INSTANCES_WITHOUT_MONITOR,
     FIND_ORPHANS,
     FIND_STUCK_INSTANCES,
+    LIST_RUNNING_INSTANCES,
     REMOVE_ORPHAN,
     UPDATE_METADATA,
 )
-from activities.results import Orphan, OrphanRemoval, StuckInstance
+from activities.results import ConvergeResult, Orphan, OrphanRemoval, RunningInstance, StuckInstance
 from durable_engine import OrchestrationContext, TaskFailedError
-from toygres.models import DeploymentConfig, InstanceState, health_monitor_id, load_stored
+from toygres.models import InstanceState, health_monitor_id, load_stored
 
 from . import delete_instance
 from .inputs import DeleteInstanceInput, ReconcilerInput
@@ -34,37 +38,67 @@ VERSION = "2.0.0"
 
 async def reconciler(ctx: OrchestrationContext, raw: dict[str, Any] | None) -> dict[str, Any]:
     params = load_stored(ReconcilerInput, raw or {})
-    unmonitored = await ctx.schedule_activity(FIND_INSTANCES_WITHOUT_MONITOR, None, retry=PLATFORM_RETRY)
+    running = [
+        load_stored(RunningInstance, item)
+        for item in await ctx.schedule_activity(LIST_RUNNING_INSTANCES, None, retry=PLATFORM_RETRY)
+    ]
+    converged, errors = await converge(ctx, running)
+    restarted = await restart_monitors(ctx, params, [r for r in running if not r.monitor_live])
+    ended, stuck_errors = await end_stuck_states(ctx, params)
+    removed, orphan_errors = await remove_orphans(ctx)
+    return {
+        "checked": len(running),
+        "converged": converged,
+        "restarted": restarted,
+        "ended": ended,
+        "orphans_removed": removed,
+        "errors": errors + stuck_errors + orphan_errors,
+    }
+
+
+async def converge(
+    ctx: OrchestrationContext, running: list[RunningInstance]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Deploy every running instance again: stopped local servers start, drifted objects return."""
+    converged: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for instance in running:
+        try:
+            result = ConvergeResult.model_validate(
+                await ctx.schedule_activity(
+                    CONVERGE_INSTANCE, instance.config.model_dump(mode="json"), retry=PLATFORM_RETRY
+                )
+            )
+        except TaskFailedError as exc:  # one broken instance must not stop the pass
+            errors.append(f"converging instance {instance.instance_id} failed: {exc}")
+            continue
+        converged.append(result.model_dump(mode="json"))
+    return converged, errors
+
+
+async def restart_monitors(
+    ctx: OrchestrationContext, params: ReconcilerInput, unmonitored: list[RunningInstance]
+) -> list[dict[str, str]]:
     restarted: list[dict[str, str]] = []
-    for found in unmonitored:
-        instance_id = found["instance_id"]
-        config = load_stored(DeploymentConfig, found["config"])
-        monitor_id = health_monitor_id(instance_id)
+    for instance in unmonitored:
+        monitor_id = health_monitor_id(instance.instance_id)
         await ctx.schedule_activity(
             ENSURE_HEALTH_MONITOR,
             {
                 "monitor_id": monitor_id,
                 "name": HEALTH_MONITOR,
-                "input": monitor_input(config, params.health_interval_seconds),
+                "input": monitor_input(instance.config, params.health_interval_seconds),
             },
             retry=PLATFORM_RETRY,
         )
-        if found.get("previous_monitor_id") != monitor_id:  # a row of an older version
+        if instance.monitor_id != monitor_id:  # a row of an older version
             await ctx.schedule_activity(
                 UPDATE_METADATA,
-                {"op": "health_monitor", "instance_id": instance_id, "monitor_id": monitor_id},
+                {"op": "health_monitor", "instance_id": instance.instance_id, "monitor_id": monitor_id},
                 retry=PLATFORM_RETRY,
             )
-        restarted.append({"instance_id": instance_id, "monitor_id": monitor_id})
-    ended, errors = await end_stuck_states(ctx, params)
-    removed, orphan_errors = await remove_orphans(ctx)
-    return {
-        "checked": len(unmonitored),
-        "restarted": restarted,
-        "ended": ended,
-        "orphans_removed": removed,
-        "errors": errors + orphan_errors,
-    }
+        restarted.append({"instance_id": instance.instance_id, "monitor_id": monitor_id})
+    return restarted
 
 
 async def end_stuck_states(

@@ -140,6 +140,8 @@ class Settings(BaseSettings):
     #: register the local runtime (PostgreSQL processes on this host): on for ``toygres serve`` and
     #: development; the Azure profile turns it off, where instances belong on the cluster only
     local_runtime_enabled: bool = True
+    #: ports of local instances, ``low-high``; keep it out of the kernel's ephemeral range
+    local_port_range: Annotated[tuple[int, int], NoDecode] = (20000, 29999)
 
     @field_validator("engine_schema", "cms_schema")
     @classmethod
@@ -167,6 +169,24 @@ class Settings(BaseSettings):
                 "database_url must be a PostgreSQL URI (postgresql://user@host:5432/db) or a "
                 "'key=value' connection string",
             ) from None
+        return value
+
+    @field_validator("local_port_range", mode="before")
+    @classmethod
+    def _port_range(cls, value: object) -> object:
+        if isinstance(value, str):
+            low, sep, high = value.partition("-")
+            if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+                raise PydanticCustomError("port_range", "local_port_range must look like 20000-29999")
+            return int(low), int(high)
+        return value
+
+    @field_validator("local_port_range")
+    @classmethod
+    def _port_range_bounds(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not 1024 <= low <= high <= 65535:
+            raise PydanticCustomError("port_range", "local_port_range must be low-high within 1024-65535")
         return value
 
     @field_validator("local_data_dir")
