@@ -40,6 +40,7 @@ from toygres.models import (
     ListInstancesResponse,
     allowed_predecessors,
     health_monitor_id,
+    load_stored,
 )
 
 __all__ = [
@@ -117,7 +118,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 def _instance(row: DictRow) -> InstanceMetadata:
-    return InstanceMetadata.model_validate(row)
+    # tolerant: a newer version may have written JSON fields (config, password ref) we do not know
+    return load_stored(InstanceMetadata, row)
 
 
 #: constraint names the schema's lifecycle trigger raises check_violation with (migration 0004)
