@@ -28,6 +28,7 @@ from .reconcile import (
     find_orphans,
     find_stuck_instances,
     list_running_instances,
+    prune_metadata,
     remove_orphan,
 )
 
@@ -47,6 +48,7 @@ REMOVE_ORPHAN = "RemoveOrphan"
 FIND_STUCK_INSTANCES = "FindStuckInstances"
 LIST_RUNNING_INSTANCES = "ListRunningInstances"
 CONVERGE_INSTANCE = "ConvergeInstance"
+PRUNE_METADATA = "PruneMetadata"
 
 _ACTIVITIES: dict[str, Callable[[ActivityDeps, ActivityContext, Any], Awaitable[Any]]] = {
     DEPLOY_POSTGRES: deploy_postgres,
@@ -65,6 +67,7 @@ _ACTIVITIES: dict[str, Callable[[ActivityDeps, ActivityContext, Any], Awaitable[
     FIND_STUCK_INSTANCES: find_stuck_instances,
     LIST_RUNNING_INSTANCES: list_running_instances,
     CONVERGE_INSTANCE: converge_instance,
+    PRUNE_METADATA: prune_metadata,
 }
 
 

@@ -15,12 +15,18 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from durable_engine import ActivityContext, RuntimeStatus
-from toygres.models import InstanceMetadata, InstanceState, RuntimeKind, delete_operation_id
+from toygres.models import (
+    InstanceMetadata,
+    InstanceState,
+    RuntimeKind,
+    delete_operation_id,
+    health_monitor_id,
+)
 from toygres.runtimes.base import DeployError, FoundInstance
 
 from .deps import ActivityDeps, instance_spec, load_config
 from .instances import deploy_with, observe, platform_error
-from .results import ConvergeResult, Orphan, OrphanRemoval, RunningInstance, StuckInstance
+from .results import ConvergeResult, Orphan, OrphanRemoval, PruneResult, RunningInstance, StuckInstance
 
 
 def _uuid(text: str) -> UUID | None:
@@ -195,3 +201,42 @@ async def converge_instance(deps: ActivityDeps, ctx: ActivityContext, raw: dict[
         instance_id=str(current.id), restarted=not before.ready, moved=moved, ready=after.ready
     )
     return result.model_dump(mode="json")
+
+
+class Retention(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    health_check_retention_seconds: float
+    deleted_retention_seconds: float
+    #: rows one call removes at most, so no pass holds a long transaction (the next pass goes on)
+    batch: int = 1000
+
+
+async def prune_metadata(deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]) -> dict[str, Any]:
+    """Retention: old health checks; instances deleted long ago, with their finished operations."""
+    retention = Retention.model_validate(raw)
+    now = datetime.now(UTC)
+    checks = await deps.metadata.prune_health_checks(
+        now - timedelta(seconds=retention.health_check_retention_seconds), limit=retention.batch * 10
+    )
+    removed = await deps.metadata.prune_deleted_instances(
+        now - timedelta(seconds=retention.deleted_retention_seconds), limit=retention.batch
+    )
+    operations = 0
+    for row in removed:
+        for operation in _operations_of(row):
+            operations += await deps.client.purge(operation)  # only finished ones go; 0 if absent
+    return PruneResult(health_checks=checks, instances=len(removed), operations=operations).model_dump()
+
+
+def _operations_of(row: InstanceMetadata) -> list[str]:
+    """Every orchestration id an instance may have had: create, each delete attempt, monitors."""
+    operations = [row.create_orchestration_id, row.health_monitor_id, health_monitor_id(row.id)]
+    delete, last = delete_operation_id(row.id), row.delete_orchestration_id
+    for _ in range(100):  # delete-<id>, delete-<id>-2, ... up to the one the row records
+        operations.append(delete)
+        if delete == last or last is None:
+            break
+        delete = delete_operation_id(row.id, delete)
+    if last is not None:
+        operations.append(last)  # an older version's delete id
+    return sorted({op for op in operations if op})

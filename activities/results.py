@@ -123,3 +123,12 @@ class ConvergeResult(ActivityResult):
     #: its endpoint changed, and the metadata now records the new one
     moved: bool = False
     ready: bool = False
+
+
+class PruneResult(ActivityResult):
+    """What one retention pass removed."""
+
+    health_checks: int = 0
+    instances: int = 0
+    #: finished orchestrations (creates, deletes, monitors) of the removed instances
+    operations: int = 0

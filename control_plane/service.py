@@ -63,12 +63,17 @@ class LifecycleTiming:
     deploy_attempts: int = 5
     #: how old a ``creating`` row without its operation must be before the reconciler fails it
     stuck_after_seconds: float = 600
+    #: how long health checks, and deleted instances (with their operations), are kept
+    health_check_retention_seconds: float = 7 * 86400
+    deleted_retention_seconds: float = 30 * 86400
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LifecycleTiming:
         return cls(
             health_interval_seconds=settings.health_check_interval_seconds,
             readiness_deadline_seconds=settings.readiness_deadline_seconds,
+            health_check_retention_seconds=settings.health_check_retention_days * 86400,
+            deleted_retention_seconds=settings.deleted_instance_retention_days * 86400,
         )
 
 
@@ -253,6 +258,8 @@ class ControlPlane:
                 health_interval_seconds=self.timing.health_interval_seconds,
                 stuck_after_seconds=self.timing.stuck_after_seconds,
                 delete_attempts=self.timing.deploy_attempts,
+                health_check_retention_seconds=self.timing.health_check_retention_seconds,
+                deleted_retention_seconds=self.timing.deleted_retention_seconds,
             )
             await self.client.start_orchestration(reconciler_id, "Reconciler", params.model_dump(mode="json"))
             await self._started(reconciler_id)

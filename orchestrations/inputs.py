@@ -44,3 +44,6 @@ class ReconcilerInput(_Input):
     stuck_after_seconds: float = Field(default=600, ge=0)
     #: attempts of a delete the reconciler resumes
     delete_attempts: int = Field(default=5, ge=1)
+    #: retention of health checks, and of deleted instances with their operations
+    health_check_retention_seconds: float = Field(default=7 * 86400, gt=0)
+    deleted_retention_seconds: float = Field(default=30 * 86400, gt=0)

@@ -8,7 +8,9 @@ One pass:
    id, restarted in place when it ended (concurrent passes start it once);
 3. every ``creating``/``deleting`` row whose operation is missing or ended is ended: a create
    is marked failed with the reason (its name is released), a delete is resumed;
-4. orphans — resources of instances that are deleted or unknown — are removed and reported.
+4. orphans — resources of instances that are deleted or unknown — are removed and reported;
+5. retention: old health checks, and instances deleted long ago with their finished operations,
+   are pruned (bounded storage).
 """
 
 from __future__ import annotations
@@ -21,10 +23,18 @@ from activities import (
     FIND_ORPHANS,
     FIND_STUCK_INSTANCES,
     LIST_RUNNING_INSTANCES,
+    PRUNE_METADATA,
     REMOVE_ORPHAN,
     UPDATE_METADATA,
 )
-from activities.results import ConvergeResult, Orphan, OrphanRemoval, RunningInstance, StuckInstance
+from activities.results import (
+    ConvergeResult,
+    Orphan,
+    OrphanRemoval,
+    PruneResult,
+    RunningInstance,
+    StuckInstance,
+)
 from durable_engine import OrchestrationContext, TaskFailedError
 from toygres.models import InstanceState, health_monitor_id, load_stored
 
@@ -46,8 +56,19 @@ async def reconciler(ctx: OrchestrationContext, raw: dict[str, Any] | None) -> d
     restarted = await restart_monitors(ctx, params, [r for r in running if not r.monitor_live])
     ended, stuck_errors = await end_stuck_states(ctx, params)
     removed, orphan_errors = await remove_orphans(ctx)
+    pruned = PruneResult.model_validate(
+        await ctx.schedule_activity(
+            PRUNE_METADATA,
+            {
+                "health_check_retention_seconds": params.health_check_retention_seconds,
+                "deleted_retention_seconds": params.deleted_retention_seconds,
+            },
+            retry=PLATFORM_RETRY,
+        )
+    )
     return {
         "checked": len(running),
+        "pruned": pruned.model_dump(mode="json"),
         "converged": converged,
         "restarted": restarted,
         "ended": ended,

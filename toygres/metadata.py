@@ -338,21 +338,7 @@ class MetadataRepository:
 
         Deleted instances are left out unless ``include_deleted`` or ``state=deleted``.
         """
-        if not 1 <= limit <= MAX_PAGE_SIZE:
-            raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
-        conditions: list[sql.Composable] = [sql.SQL("TRUE")]
-        params: dict[str, Any] = {"limit": limit + 1}
-        if state is not None:
-            conditions.append(sql.SQL("state::text = %(state)s"))
-            params["state"] = state.value
-        elif not include_deleted:
-            conditions.append(sql.SQL("deleted_at IS NULL"))
-        if cursor is not None:
-            params["c_at"], params["c_id"] = decode_cursor(cursor)
-            conditions.append(sql.SQL("(created_at, id) < (%(c_at)s, %(c_id)s)"))
-        query = sql.SQL(
-            "SELECT * FROM {table} WHERE {where} ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
-        ).format(table=self._instances, where=sql.SQL(" AND ").join(conditions))
+        query, params = self.list_query(state, limit, cursor, include_deleted=include_deleted)
         async with self._cursor() as cur:
             await cur.execute(query, params)
             rows = await cur.fetchall()
@@ -369,6 +355,34 @@ class MetadataRepository:
             )
             rows = await cur.fetchall()
         return [_instance(r) for r in rows]
+
+    def list_query(
+        self,
+        state: InstanceState | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        *,
+        include_deleted: bool = False,
+    ) -> tuple[sql.Composed, dict[str, Any]]:
+        """The SQL and parameters of one :meth:`list_instances` page (one row more than ``limit``,
+        to tell whether another page follows); public so its plan can be checked with EXPLAIN."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        conditions: list[sql.Composable] = [sql.SQL("TRUE")]
+        params: dict[str, Any] = {"limit": limit + 1}
+        if state is not None:
+            # the enum itself, no cast on the column: instances_state_page_idx applies
+            conditions.append(sql.SQL("state = %(state)s::{state}").format(state=self._state_type))
+            params["state"] = state.value
+        elif not include_deleted:
+            conditions.append(sql.SQL("deleted_at IS NULL"))
+        if cursor is not None:
+            params["c_at"], params["c_id"] = decode_cursor(cursor)
+            conditions.append(sql.SQL("(created_at, id) < (%(c_at)s, %(c_id)s)"))
+        query = sql.SQL(
+            "SELECT * FROM {table} WHERE {where} ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
+        ).format(table=self._instances, where=sql.SQL(" AND ").join(conditions))
+        return query, params
 
     async def list_running_instances(self) -> list[InstanceMetadata]:
         """Every instance in state ``running`` (the reconciler checks each has a live monitor)."""
@@ -580,8 +594,35 @@ class MetadataRepository:
             rows = await cur.fetchall()
         return [HealthCheckRecord.model_validate(r) for r in rows]
 
-    async def prune_health_checks(self, older_than: datetime) -> int:
-        """Retention: delete checks taken before ``older_than``; returns how many went."""
+    async def prune_health_checks(self, older_than: datetime, limit: int = 10_000) -> int:
+        """Retention: delete up to ``limit`` checks taken before ``older_than``; returns how many went.
+
+        Bounded per call, so one pass never holds a long transaction; call again while it returns
+        ``limit``.
+        """
         async with self._cursor() as cur:
-            await cur.execute(self._q("DELETE FROM {checks} WHERE checked_at < %s"), (older_than,))
+            await cur.execute(
+                self._q(
+                    "DELETE FROM {checks} WHERE id IN"
+                    " (SELECT id FROM {checks} WHERE checked_at < %s LIMIT %s)"
+                ),
+                (older_than, limit),
+            )
             return cur.rowcount
+
+    async def prune_deleted_instances(
+        self, older_than: datetime, limit: int = 1000
+    ) -> list[InstanceMetadata]:
+        """Retention: remove up to ``limit`` instances deleted before ``older_than`` (their health
+        checks go with them); returns the removed rows, whose operations the caller may purge."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q(
+                    "DELETE FROM {instances} WHERE id IN (SELECT id FROM {instances}"
+                    " WHERE deleted_at IS NOT NULL AND deleted_at < %s ORDER BY deleted_at LIMIT %s)"
+                    " RETURNING *"
+                ),
+                (older_than, limit),
+            )
+            rows = await cur.fetchall()
+        return [_instance(r) for r in rows]

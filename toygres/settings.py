@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     #: register the local runtime (PostgreSQL processes on this host): on for ``toygres serve`` and
     #: development; the Azure profile turns it off, where instances belong on the cluster only
     local_runtime_enabled: bool = True
+    #: retention: health checks older than this are pruned (the Reconciler does it every pass)
+    health_check_retention_days: float = Field(default=7, gt=0)
+    #: retention: deleted instances (their rows and finished operations) are pruned after this
+    deleted_instance_retention_days: float = Field(default=30, gt=0)
     #: ports of local instances, ``low-high``; keep it out of the kernel's ephemeral range
     local_port_range: Annotated[tuple[int, int], NoDecode] = (20000, 29999)
 
