@@ -11,6 +11,10 @@ class TransientPlatformError(Exception):
     """The platform (Kubernetes API, ARM, a local process) failed in a way a retry may fix."""
 
 
+class PlatformCredentialError(TransientPlatformError):
+    """The control plane could not authenticate to the platform; the instance may be fine."""
+
+
 class PermanentPlatformError(Exception):
     """The platform refused the request; retrying the same request cannot help."""
 

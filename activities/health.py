@@ -10,15 +10,20 @@ from typing import Any
 import psycopg
 
 from durable_engine import ActivityContext
-from toygres.models import DeploymentConfig, HealthCheckResult, HealthStatus
-from toygres.runtimes.base import DeployError, InstanceNotFound
+from toygres.models import HealthCheckResult, HealthStatus
+from toygres.runtimes.base import CredentialError, DeployError, InstanceNotFound
 
-from .deps import ActivityDeps, instance_spec
+from .deps import ActivityDeps, instance_spec, load_config
+from .errors import PlatformCredentialError
 
 
 async def health_check(deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]) -> dict[str, Any]:
-    """Never raises for an unhealthy instance: "unhealthy" is a result to record, not a failure."""
-    config = DeploymentConfig.model_validate(raw)
+    """Never raises for an unhealthy instance: "unhealthy" is a result to record, not a failure.
+
+    Raises ``PlatformCredentialError`` when the control plane cannot authenticate to the platform:
+    the monitor retries, then records "unknown" (the instance may be fine).
+    """
+    config = load_config(raw)
     runtime, spec = deps.runtime_for(config), instance_spec(config)
     checked_at = datetime.now(UTC)
 
@@ -29,6 +34,9 @@ async def health_check(deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, 
     try:
         observed = await asyncio.to_thread(runtime.status, spec)
         password = await asyncio.to_thread(runtime.read_password, spec)
+    except CredentialError as exc:
+        # not the instance's fault: a failure to retry, and then to record as "unknown"
+        raise PlatformCredentialError(str(exc)) from None
     except (DeployError, InstanceNotFound) as exc:
         return result(HealthStatus.UNHEALTHY, f"cannot inspect the instance: {exc}")
     if not observed.exists:

@@ -6,13 +6,14 @@ orchestrations state *what* changed and the repository's compare-and-set keeps r
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from durable_engine import ActivityContext, RuntimeStatus
-from toygres.models import HealthCheckResult, InstanceState
+from toygres.models import HealthCheckResult, HealthStatus, InstanceState
 
 from .deps import ActivityDeps
 from .results import MetadataResult, OperationStatusResult, StopResult
@@ -52,12 +53,26 @@ class RecordHealth(_Op):
     result: HealthCheckResult
 
 
+class RecordUnknownHealth(_Op):
+    """A check that could not run: recorded as "unknown", stamped with this worker's clock (the
+    clock real checks are stamped with)."""
+
+    op: Literal["health_unknown"] = "health_unknown"
+    message: str
+
+
 class MarkDeleted(_Op):
     op: Literal["deleted"] = "deleted"
 
 
 MetadataOp = Annotated[
-    SetState | SetConnection | SetHealthMonitor | SetDeleteOperation | RecordHealth | MarkDeleted,
+    SetState
+    | SetConnection
+    | SetHealthMonitor
+    | SetDeleteOperation
+    | RecordHealth
+    | RecordUnknownHealth
+    | MarkDeleted,
     Field(discriminator="op"),
 ]
 _OPS: TypeAdapter[MetadataOp] = TypeAdapter(MetadataOp)
@@ -76,8 +91,15 @@ async def update_metadata(deps: ActivityDeps, ctx: ActivityContext, raw: dict[st
         instance = await repo.set_health_monitor_id(op.instance_id, op.monitor_id)
     elif isinstance(op, SetDeleteOperation):
         instance = await repo.set_delete_orchestration_id(op.instance_id, op.operation_id)
-    elif isinstance(op, RecordHealth):
-        await repo.record_health_check(op.instance_id, op.result)
+    elif isinstance(op, RecordHealth | RecordUnknownHealth):
+        result = (
+            op.result
+            if isinstance(op, RecordHealth)
+            else HealthCheckResult(
+                status=HealthStatus.UNKNOWN, checked_at=datetime.now(UTC), message=op.message
+            )
+        )
+        await repo.record_health_check(op.instance_id, result)
         return MetadataResult(recorded=True).model_dump(mode="json")
     else:
         instance = await repo.mark_deleted(op.instance_id)

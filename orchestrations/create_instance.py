@@ -1,8 +1,9 @@
 """CreateInstance: deploy → wait ready → connection string → running → start its health monitor.
 
-If the deploy keeps failing or the instance never becomes ready before the deadline, the
-orchestration removes what it created, records the instance as failed with the reason, and
-ends Failed — so a failed create leaves no resources behind.
+If anything fails — the deploy keeps failing, the instance never becomes ready before the
+deadline, a result cannot be read — the orchestration removes what it created, records the
+instance as failed with the reason (which releases its name), and ends Failed: a failed create
+leaves no resources behind.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from durable_engine import OrchestrationContext, TaskFailedError
 from toygres.models import InstanceState, load_stored
 
 from .inputs import CreateInstanceInput
-from .steps import PLATFORM_RETRY, mark_failed, platform_retry, set_state, start_health_monitor
+from .steps import (
+    PLATFORM_RETRY,
+    failure_reason,
+    mark_failed,
+    platform_retry,
+    set_state,
+    start_health_monitor,
+)
 
 NAME = "CreateInstance"
 VERSION = "2.0.0"
@@ -69,15 +77,16 @@ async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
             retry=PLATFORM_RETRY,
         )
         await set_state(ctx, instance_id, InstanceState.RUNNING)
-    except (TaskFailedError, InstanceNotReadyError) as exc:
-        reason = str(exc)
+    except Exception as exc:  # any failure, not only a failed activity, runs the cleanup
+        reason = failure_reason(exc)
         ctx.set_custom_status({"phase": "cleaning up after failure", "reason": reason})
         try:
             await ctx.schedule_activity(DELETE_POSTGRES, config, retry=deploy_retry)
         except TaskFailedError as cleanup:
             # the instance is failed either way; say that resources may remain and how to retry
             reason += f"; cleaning up failed too ({cleanup}): delete the instance to retry the cleanup"
-        await mark_failed(ctx, instance_id, reason)
+        # only from creating: a delete that began meanwhile owns the state from then on
+        await mark_failed(ctx, instance_id, reason, expected_from=[InstanceState.CREATING])
         raise
 
     monitor_id = start_health_monitor(ctx, params.config, params.health_interval_seconds)

@@ -20,11 +20,11 @@ from activities import (
     UPDATE_METADATA,
 )
 from activities.results import DeleteResult, OperationStatusResult
-from durable_engine import OrchestrationContext, TaskFailedError
-from toygres.models import InstanceMetadata, InstanceState, load_stored
+from durable_engine import OrchestrationContext
+from toygres.models import InstanceMetadata, InstanceState, health_monitor_id, load_stored
 
 from .inputs import DeleteInstanceInput
-from .steps import PLATFORM_RETRY, mark_deleted, mark_failed, platform_retry, set_state
+from .steps import PLATFORM_RETRY, failure_reason, mark_deleted, mark_failed, platform_retry, set_state
 
 NAME = "DeleteInstance"
 VERSION = "2.0.0"
@@ -32,9 +32,21 @@ VERSION = "2.0.0"
 
 async def delete_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dict[str, Any]:
     params = load_stored(DeleteInstanceInput, raw)
-    config = params.config.model_dump(mode="json")
     instance_id = str(params.config.instance_id)
 
+    try:  # any step that fails leaves the instance failed (with the reason), not deleting forever
+        removed = await _delete(ctx, params, instance_id)
+    except Exception as exc:
+        reason = f"deleting the instance failed ({failure_reason(exc)}); delete the instance again to retry"
+        ctx.set_custom_status({"phase": "failed", "reason": reason})
+        await mark_failed(ctx, instance_id, reason, expected_from=[InstanceState.DELETING])
+        raise
+    await mark_deleted(ctx, instance_id)
+    ctx.set_custom_status({"phase": "deleted"})
+    return {"instance_id": instance_id, "state": InstanceState.DELETED.value, "removed": removed.removed}
+
+
+async def _delete(ctx: OrchestrationContext, params: DeleteInstanceInput, instance_id: str) -> DeleteResult:
     ctx.set_custom_status({"phase": "marking deleting"})
     # the operation records itself: whoever started it may have died before recording it
     await ctx.schedule_activity(
@@ -45,7 +57,11 @@ async def delete_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
     await set_state(ctx, instance_id, InstanceState.DELETING)
     raw_record = await ctx.schedule_activity(GET_INSTANCE_RECORD, instance_id, retry=PLATFORM_RETRY)
     record = load_stored(InstanceMetadata, raw_record) if raw_record is not None else None
-    stops = [params.create_operation_id, record.health_monitor_id if record else None]
+    stops = [
+        params.create_operation_id,
+        record.health_monitor_id if record else None,
+        health_monitor_id(instance_id),
+    ]
     ctx.set_custom_status({"phase": "stopping the create and the health monitor"})
     for orchestration_id in dict.fromkeys(s for s in stops if s):
         await ctx.schedule_activity(
@@ -58,17 +74,10 @@ async def delete_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
         await wait_until_settled(ctx, params.create_operation_id, params)
 
     ctx.set_custom_status({"phase": "deleting resources"})
-    try:
-        removed = DeleteResult.model_validate(
-            await ctx.schedule_activity(DELETE_POSTGRES, config, retry=platform_retry(params.delete_attempts))
-        )
-    except TaskFailedError as exc:
-        reason = f"deleting the resources failed ({exc}); delete the instance again to retry"
-        await mark_failed(ctx, instance_id, reason)
-        raise
-    await mark_deleted(ctx, instance_id)
-    ctx.set_custom_status({"phase": "deleted"})
-    return {"instance_id": instance_id, "state": InstanceState.DELETED.value, "removed": removed.removed}
+    config = params.config.model_dump(mode="json")
+    return DeleteResult.model_validate(
+        await ctx.schedule_activity(DELETE_POSTGRES, config, retry=platform_retry(params.delete_attempts))
+    )
 
 
 async def wait_until_settled(

@@ -11,7 +11,7 @@ from datetime import timedelta
 from activities import UPDATE_METADATA
 from activities.errors import NON_RETRYABLE
 from activities.results import MetadataResult
-from durable_engine import OrchestrationContext, RetryPolicy
+from durable_engine import OrchestrationContext, RetryPolicy, TaskFailedError
 from toygres.models import DeploymentConfig, InstanceState, health_monitor_id
 
 from .inputs import HealthMonitorInput
@@ -51,8 +51,22 @@ async def set_state(
     )
 
 
-async def mark_failed(ctx: OrchestrationContext, instance_id: str, reason: str) -> None:
-    await set_state(ctx, instance_id, InstanceState.FAILED, reason=reason)
+async def mark_failed(
+    ctx: OrchestrationContext, instance_id: str, reason: str, *, expected_from: list[InstanceState]
+) -> bool:
+    """Record the failure from the states given (the state the failing step left the instance in);
+    False when that was not possible (the instance moved on, or the store is unreachable)."""
+    try:
+        await set_state(ctx, instance_id, InstanceState.FAILED, reason=reason, expected_from=expected_from)
+    except TaskFailedError:
+        return False  # what is left stuck, the reconciler ends (FindStuckInstances)
+    return True
+
+
+def failure_reason(exc: BaseException, limit: int = 1000) -> str:
+    """An exception as a failure reason for the metadata: its message, bounded."""
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 async def mark_deleted(ctx: OrchestrationContext, instance_id: str) -> None:

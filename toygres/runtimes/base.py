@@ -185,6 +185,11 @@ class DeployError(InstanceRuntimeError):
         self.status = status
 
 
+class CredentialError(DeployError):
+    """The control plane could not authenticate to the platform (expired or missing credentials,
+    no rights): says nothing about the instance itself, which may be perfectly fine."""
+
+
 class InstanceNotFound(InstanceRuntimeError):
     """The instance (or the piece asked for, e.g. its password) does not exist."""
 

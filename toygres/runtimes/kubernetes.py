@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import urllib3
+from azure.core.exceptions import AzureError
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, V1Namespace, V1Secret
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import ConfigException
@@ -33,6 +34,7 @@ from kubernetes.config import ConfigException
 from toygres.models import POSTGRES_VERSIONS
 from toygres.runtimes import manifests
 from toygres.runtimes.base import (
+    CredentialError,
     DeployError,
     Endpoint,
     FoundInstance,
@@ -97,6 +99,10 @@ class KubernetesRuntime:
             client = self.api_client_factory()
         except (ConfigException, OSError) as exc:  # missing/invalid kubeconfig: retrying will not help
             raise DeployError(f"cannot build a Kubernetes client: {exc}", retryable=False) from None
+        except AzureError as exc:  # a credential that was not mapped where it was fetched
+            raise CredentialError(
+                f"no credentials for the cluster: {type(exc).__name__}: {exc}", retryable=True
+            ) from None
         return CoreV1Api(client), AppsV1Api(client)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -108,7 +114,8 @@ class KubernetesRuntime:
                 invalidate = getattr(self.api_client_factory, "invalidate", None)
                 if callable(invalidate):
                     invalidate()  # stale token: the retry will fetch fresh credentials
-            raise DeployError(
+            error = CredentialError if exc.status in (401, 403) else DeployError
+            raise error(
                 f"{what}: {exc.status} {_api_message(exc)}",
                 retryable=_is_retryable_status(exc.status),
                 status=exc.status,
