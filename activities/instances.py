@@ -63,6 +63,14 @@ def deploy_with(runtime: InstanceRuntime, spec: InstanceSpec) -> DeployResult:
     return DeployResult(password_ref=ref, objects=runtime.describe(spec))
 
 
+def converge_with(runtime: InstanceRuntime, spec: InstanceSpec) -> list[str]:
+    """Deploy again, returning what had drifted (call inside the instance lock)."""
+    try:
+        return runtime.converge(spec, _stored_or_new_password(runtime, spec))
+    except DeployError as exc:
+        raise platform_error(exc) from None
+
+
 async def deploy_postgres(deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]) -> dict[str, Any]:
     config = load_config(raw)
     runtime, spec = deps.runtime_for(config), instance_spec(config)

@@ -25,7 +25,7 @@ from toygres.models import (
 from toygres.runtimes.base import DeployError, FoundInstance
 
 from .deps import ActivityDeps, instance_spec, load_config
-from .instances import deploy_with, observe, platform_error
+from .instances import converge_with, observe, platform_error
 from .results import ConvergeResult, Orphan, OrphanRemoval, PruneResult, RunningInstance, StuckInstance
 
 
@@ -190,15 +190,21 @@ async def converge_instance(deps: ActivityDeps, ctx: ActivityContext, raw: dict[
                 instance_id=str(config.instance_id), skipped=f"instance is {state}"
             ).model_dump()
         before = await asyncio.to_thread(observe, runtime, spec)
-        await asyncio.to_thread(deploy_with, runtime, spec)
+        conflicts = await asyncio.to_thread(converge_with, runtime, spec)
         after = await asyncio.to_thread(observe, runtime, spec)
     endpoint = after.endpoint
     moved = endpoint is not None and (endpoint.host, endpoint.port) != (current.host, current.port)
     if endpoint is not None and moved:
         await deps.metadata.set_connection_info(current.id, host=endpoint.host, port=endpoint.port)
         ctx.logger.warning("instance %s answers at %s:%s now", current.id, endpoint.host, endpoint.port)
+    for conflict in conflicts:
+        ctx.logger.warning("instance %s had drifted; taken back: %s", current.id, conflict)
     result = ConvergeResult(
-        instance_id=str(current.id), restarted=not before.ready, moved=moved, ready=after.ready
+        instance_id=str(current.id),
+        restarted=not before.ready,
+        moved=moved,
+        ready=after.ready,
+        conflicts=conflicts,
     )
     return result.model_dump(mode="json")
 

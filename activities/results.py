@@ -123,6 +123,8 @@ class ConvergeResult(ActivityResult):
     #: its endpoint changed, and the metadata now records the new one
     moved: bool = False
     ready: bool = False
+    #: what had drifted from the spec (fields another manager changed) and was taken back
+    conflicts: list[str] = Field(default_factory=list)
 
 
 class PruneResult(ActivityResult):

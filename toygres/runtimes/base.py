@@ -215,6 +215,11 @@ class InstanceRuntime(Protocol):
         """Store the password ahead of ``deploy`` (a user-chosen one); the first stored wins."""
         ...
 
+    def converge(self, spec: InstanceSpec, password: str) -> list[str]:
+        """``deploy`` again (the reconciler's drift correction); returns what had drifted from the
+        spec and was taken back (field-manager conflicts on Kubernetes), for the report."""
+        ...
+
     def status(self, spec: InstanceSpec) -> RuntimeStatus: ...
 
     def delete(self, spec: InstanceSpec) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -89,6 +90,9 @@ class KubernetesRuntime:
         self.field_manager = field_manager
         self.request_timeout = request_timeout
         self.manage_namespace = manage_namespace
+        #: how long a delete waits for the instance's pod to be gone before it fails (retryably)
+        self.pod_gone_timeout = 60.0
+        self.pod_gone_poll = 0.5
         #: namespaces known to exist (created or seen), so each is checked once per process
         self._namespaces_ready: set[str] = set()
 
@@ -211,28 +215,58 @@ class KubernetesRuntime:
         return self._password_ref(spec)
 
     def deploy(self, spec: InstanceSpec, password: str) -> str:
+        self._apply_objects(spec, password, force=True)
+        return self._password_ref(spec)
+
+    def converge(self, spec: InstanceSpec, password: str) -> list[str]:
+        """Deploy again, reporting the fields other managers had changed (drift) that it took back.
+
+        Each object is applied without ``force`` first: the API server answers a conflict for
+        every field another field manager (``kubectl edit``, an operator) set to something else.
+        Those are reported, then the object is applied with ``force``, which takes them back.
+        """
+        return self._apply_objects(spec, password, force=False)
+
+    def _apply_objects(self, spec: InstanceSpec, password: str, *, force: bool) -> list[str]:
+        """Server-side apply the Service and the StatefulSet (after the Secret); returns the
+        conflicts a first apply without ``force`` met (none when ``force``)."""
         core, apps = self._apis()
         ns = self.namespace_of(spec)
         names = manifests.object_names(spec)
         self._ensure_namespace(core, ns)
         self._ensure_secret(core, spec, password)
-        apply: dict[str, Any] = {
+        service = manifests.service_manifest(spec, ns)
+        statefulset = manifests.statefulset_manifest(spec, ns, image_repository=self.image_repository)
+        conflicts = self._apply(
+            f"service {ns}/{names.service}",
+            functools.partial(core.patch_namespaced_service, names.service, ns, service),
+            force=force,
+        )
+        conflicts += self._apply(
+            f"statefulset {ns}/{names.statefulset}",
+            functools.partial(apps.patch_namespaced_stateful_set, names.statefulset, ns, statefulset),
+            force=force,
+        )
+        return conflicts
+
+    def _apply(self, what: str, patch: Callable[..., Any], *, force: bool) -> list[str]:
+        options: dict[str, Any] = {
             "field_manager": self.field_manager,
-            "force": True,
             "_content_type": APPLY_PATCH_CONTENT_TYPE,
             "_request_timeout": self.request_timeout,
         }
-        service = manifests.service_manifest(spec, ns)
-        self._call(
-            f"apply service {ns}/{names.service}",
-            lambda: core.patch_namespaced_service(names.service, ns, service, **apply),
-        )
-        statefulset = manifests.statefulset_manifest(spec, ns, image_repository=self.image_repository)
-        self._call(
-            f"apply statefulset {ns}/{names.statefulset}",
-            lambda: apps.patch_namespaced_stateful_set(names.statefulset, ns, statefulset, **apply),
-        )
-        return self._password_ref(spec)
+        if not force:
+            try:
+                self._call(f"apply {what}", lambda: patch(force=False, **options))
+                return []
+            except DeployError as exc:
+                if exc.status != 409:
+                    raise
+                conflicts = [f"{what}: {exc}"]
+        else:
+            conflicts = []
+        self._call(f"apply {what}", lambda: patch(force=True, **options))
+        return conflicts
 
     # ------------------------------------------------------------------ status
 
@@ -367,7 +401,25 @@ class KubernetesRuntime:
                     core.delete_namespaced_persistent_volume_claim, meta.name, ns, **raw
                 )
                 removed.append(self._delete(f"pvc {ns}/{meta.name}", delete_pvc))
+        self._wait_until_gone(core, ns, names.pod)
         return any(removed)
+
+    def _wait_until_gone(self, core: CoreV1Api, ns: str, pod: str) -> None:
+        """Return once the pod no longer exists: "deleted" must mean no PostgreSQL runs any more.
+
+        Bounded by ``pod_gone_timeout``; a pod still terminating then is a retryable failure
+        (the delete activity is retried, and checks again)."""
+        deadline = time.monotonic() + self.pod_gone_timeout
+        while True:
+            found = self._ignore_404(
+                f"read pod {ns}/{pod}",
+                lambda: core.read_namespaced_pod(pod, ns, _request_timeout=self.request_timeout),
+            )
+            if found is None:
+                return
+            if time.monotonic() >= deadline:
+                raise DeployError(f"pod {ns}/{pod} is still terminating", retryable=True)
+            time.sleep(self.pod_gone_poll)
 
     def list_instances(self, namespaces: Sequence[str] = ()) -> list[FoundInstance]:
         """Instances with labelled objects (StatefulSet, Service, Secret, PVC) in our namespaces."""

@@ -175,6 +175,11 @@ class LocalRuntime:
                 self._ensure_database(spec, server.port, stored)
             return ref
 
+    def converge(self, spec: InstanceSpec, password: str) -> list[str]:
+        """Deploy again: a server a host restart stopped starts; nothing else can drift here."""
+        self.deploy(spec, password)
+        return []
+
     def _start(self, spec: InstanceSpec, password: str) -> EmbeddedPostgres:
         """Start the server on the first candidate port it can bind (another start may win one)."""
         failure = "no free port outside the ephemeral range in " + "-".join(map(str, self.port_range))

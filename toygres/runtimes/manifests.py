@@ -185,7 +185,8 @@ def statefulset_manifest(
             "serviceName": names.service,
             "replicas": 1,
             "selector": {"matchLabels": selector_labels(spec)},
-            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
+            # a StatefulSet deleted by hand keeps its data: only DeleteInstance removes the claims
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
             "template": {
                 "metadata": {"labels": labels(spec)},
                 "spec": {
