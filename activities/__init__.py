@@ -17,7 +17,6 @@ from .health import health_check
 from .instances import delete_postgres, deploy_postgres, generate_connection_string, get_instance_status
 from .metadata import (
     ensure_health_monitor,
-    find_instances_without_monitor,
     get_instance_record,
     get_operation_status,
     stop_orchestration,
@@ -25,6 +24,7 @@ from .metadata import (
 )
 from .reconcile import (
     converge_instance,
+    find_instances_without_monitor,
     find_orphans,
     find_stuck_instances,
     list_running_instances,

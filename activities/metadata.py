@@ -155,25 +155,3 @@ async def ensure_health_monitor(
         await deps.client.purge(want.monitor_id)
     await deps.client.start_orchestration(want.monitor_id, want.name, want.input)
     return OperationStatusResult(exists=True, status=RuntimeStatus.PENDING.value).model_dump(mode="json")
-
-
-async def find_instances_without_monitor(
-    deps: ActivityDeps, ctx: ActivityContext, _: Any = None
-) -> list[dict[str, Any]]:
-    """Running instances whose health monitor is missing or no longer running."""
-    orphans: list[dict[str, Any]] = []
-    for instance in await deps.metadata.list_running_instances():
-        monitor = instance.health_monitor_id
-        status = await deps.client.get_status(monitor) if monitor else None
-        if status is None or status.status not in (RuntimeStatus.RUNNING, RuntimeStatus.PENDING):
-            if instance.deployment_config is None:
-                ctx.logger.warning("instance %s has no deployment config; cannot monitor it", instance.id)
-                continue
-            orphans.append(
-                {
-                    "instance_id": str(instance.id),
-                    "previous_monitor_id": monitor,
-                    "config": instance.deployment_config.model_dump(mode="json"),
-                }
-            )
-    return orphans

@@ -157,20 +157,40 @@ async def list_running_instances(
     deps: ActivityDeps, ctx: ActivityContext, _: Any = None
 ) -> list[dict[str, Any]]:
     """Every running instance, with whether the monitor its row names is alive."""
-    found: list[dict[str, Any]] = []
+    return [running.model_dump(mode="json") for running in await _running(deps, ctx)]
+
+
+async def find_instances_without_monitor(
+    deps: ActivityDeps, ctx: ActivityContext, _: Any = None
+) -> list[dict[str, Any]]:
+    """Running instances whose health monitor is missing or no longer running (Reconciler 1.0.0)."""
+    return [
+        {
+            "instance_id": running.instance_id,
+            "previous_monitor_id": running.monitor_id,
+            "config": running.config.model_dump(mode="json"),
+        }
+        for running in await _running(deps, ctx)
+        if not running.monitor_live
+    ]
+
+
+async def _running(deps: ActivityDeps, ctx: ActivityContext) -> list[RunningInstance]:
+    found: list[RunningInstance] = []
     for row in await deps.metadata.list_running_instances():
         if row.deployment_config is None:
             ctx.logger.warning("instance %s has no deployment config; cannot reconcile it", row.id)
             continue
         monitor = await deps.client.get_status(row.health_monitor_id) if row.health_monitor_id else None
         live = monitor is not None and monitor.status in (RuntimeStatus.RUNNING, RuntimeStatus.PENDING)
-        running = RunningInstance(
-            instance_id=str(row.id),
-            config=row.deployment_config,
-            monitor_id=row.health_monitor_id,
-            monitor_live=live,
+        found.append(
+            RunningInstance(
+                instance_id=str(row.id),
+                config=row.deployment_config,
+                monitor_id=row.health_monitor_id,
+                monitor_live=live,
+            )
         )
-        found.append(running.model_dump(mode="json"))
     return found
 
 

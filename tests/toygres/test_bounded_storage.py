@@ -17,14 +17,14 @@ import psycopg
 import pytest
 
 from control_plane.service import ControlPlane, LifecycleTiming
-from durable_engine import InMemoryProvider, ManualClock, Runtime, RuntimeOptions, RuntimeStatus
+from durable_engine import ManualClock, Runtime, RuntimeStatus
 from toygres.cms_migrations import migrate_cms
 from toygres.metadata import MetadataRepository
 from toygres.models import CreateInstanceRequest, InstanceState, RuntimeKind
 from toygres.runtimes.local import LocalRuntime
 from toygres.settings import Settings
 
-from .plane import control_plane, kill_local_instances, local_settings
+from .plane import local_settings, stepped_plane
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 
@@ -32,9 +32,7 @@ DELETED_ROWS = 50_000
 
 
 @pytest.fixture
-async def virtual(pg_dsn: str, pg_tmp_dir: Path) -> AsyncIterator[tuple[ControlPlane, Runtime, ManualClock]]:
-    root = pg_tmp_dir / "instances"
-    clock = ManualClock(datetime.now(UTC))
+async def virtual(pg_dsn: str, local_root: Path) -> AsyncIterator[tuple[ControlPlane, Runtime, ManualClock]]:
     timing = LifecycleTiming(
         health_interval_seconds=30,
         readiness_deadline_seconds=600,
@@ -42,19 +40,14 @@ async def virtual(pg_dsn: str, pg_tmp_dir: Path) -> AsyncIterator[tuple[ControlP
         health_check_retention_seconds=3600,
         deleted_retention_seconds=86400,
     )
-    try:
-        async with control_plane(
-            pg_dsn,
-            InMemoryProvider(clock),
-            {RuntimeKind.LOCAL: LocalRuntime(root)},
-            settings=local_settings(root),
-            timing=timing,
-            start_runtime=False,
-            options=RuntimeOptions(inline_activities=False),
-        ) as (cp, engine):
-            yield cp, engine, clock
-    finally:
-        kill_local_instances(root)
+    async with stepped_plane(
+        pg_dsn,
+        {RuntimeKind.LOCAL: LocalRuntime(local_root)},
+        settings=local_settings(local_root),
+        timing=timing,
+        clock=ManualClock(datetime.now(UTC)),
+    ) as (cp, engine, clock):
+        yield cp, engine, clock
 
 
 def test_retention_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,9 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
 from activities import GENERATE_CONNECTION_STRING
-from control_plane.service import ControlPlane, LifecycleTiming
+from control_plane.service import ControlPlane
 from durable_engine import (
     ActivityContext,
-    InMemoryProvider,
     ManualClock,
     Registry,
     Runtime,
@@ -38,44 +36,20 @@ from tests.standins.kube_apiserver import KubeApiServer
 from toygres.models import CreateInstanceRequest, HealthStatus, InstanceState, RuntimeKind
 from toygres.runtimes.aks_credentials import AKS_AAD_SERVER_APP_ID, AksClientFactory, AksCluster
 from toygres.runtimes.kubernetes import KubernetesRuntime
-from toygres.runtimes.local import LocalRuntime
 from toygres.settings import Settings
 
-from .plane import control_plane, kill_local_instances, local_settings
+from .plane import stepped_plane
 from .runtimes_under_test import NAMESPACE, local_postmasters
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 
-TIMING = LifecycleTiming(
-    health_interval_seconds=30, readiness_deadline_seconds=600, readiness_poll_seconds=5, deploy_attempts=2
-)
-
-
-@pytest.fixture
-async def virtual(
-    pg_dsn: str, pg_tmp_dir: Path
-) -> AsyncIterator[tuple[ControlPlane, Runtime, ManualClock, Path]]:
-    root = pg_tmp_dir / "instances"
-    clock = ManualClock()
-    try:
-        async with control_plane(
-            pg_dsn,
-            InMemoryProvider(clock),
-            {RuntimeKind.LOCAL: LocalRuntime(root)},
-            settings=local_settings(root),
-            timing=TIMING,
-            start_runtime=False,
-            options=RuntimeOptions(inline_activities=False),
-        ) as (cp, engine):
-            yield cp, engine, clock, root
-    finally:
-        kill_local_instances(root)
+KUBE_SETTINGS = Settings(_env_file=None, default_runtime=RuntimeKind.KUBERNETES)  # type: ignore[call-arg]
 
 
 async def test_a_delete_that_fails_before_removing_anything_marks_the_instance_failed(
-    virtual: tuple[ControlPlane, Runtime, ManualClock, Path], pg_dsn: str
+    stepped_local: tuple[ControlPlane, Runtime, ManualClock, Path], pg_dsn: str
 ) -> None:
-    cp, engine, clock, _ = virtual
+    cp, engine, clock, _ = stepped_local
     created = await cp.create_instance(CreateInstanceRequest(name="brittle"))
     await engine.run_until_idle()
     delete_op = await cp.delete_instance(created.instance_id)
@@ -124,9 +98,9 @@ def _registry_with_an_older_worker(cp: ControlPlane) -> Registry:
 
 
 async def test_a_create_that_fails_in_any_way_removes_what_it_made(
-    virtual: tuple[ControlPlane, Runtime, ManualClock, Path],
+    stepped_local: tuple[ControlPlane, Runtime, ManualClock, Path],
 ) -> None:
-    cp, _, clock, root = virtual
+    cp, _, clock, root = stepped_local
     engine = Runtime(cp.provider, _registry_with_an_older_worker(cp), RuntimeOptions(inline_activities=False))
     created = await cp.create_instance(CreateInstanceRequest(name="skewed"))
     for _ in range(10):
@@ -181,15 +155,9 @@ async def test_a_credential_failure_is_an_unknown_health_and_the_monitor_goes_on
     )
     runtime = KubernetesRuntime(factory, namespace=NAMESPACE)
     clock = ManualClock()
-    async with control_plane(
-        pg_dsn,
-        InMemoryProvider(clock),
-        {RuntimeKind.KUBERNETES: runtime},
-        settings=Settings(_env_file=None, default_runtime=RuntimeKind.KUBERNETES),  # type: ignore[call-arg]
-        timing=TIMING,
-        start_runtime=False,
-        options=RuntimeOptions(inline_activities=False),
-    ) as (cp, engine):
+    async with stepped_plane(
+        pg_dsn, {RuntimeKind.KUBERNETES: runtime}, settings=KUBE_SETTINGS, clock=clock
+    ) as (cp, engine, _):
         created = await cp.create_instance(CreateInstanceRequest(name="audited"))
         for _ in range(200):
             await engine.run_until_idle()

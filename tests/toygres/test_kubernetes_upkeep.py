@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,20 @@ import pytest
 from kubernetes import client as k8s
 
 from control_plane.service import ControlPlane, LifecycleTiming
-from durable_engine import InMemoryProvider, ManualClock, Runtime, RuntimeOptions, RuntimeStatus
+from durable_engine import ManualClock, Runtime
 from tests.standins.kube_apiserver import KubeApiServer
 from toygres.models import CreateInstanceRequest, InstanceMetadata, InstanceState, RuntimeKind
 from toygres.runtimes.aks_credentials import KubeconfigClientFactory
 from toygres.runtimes.kubernetes import KubernetesRuntime
 from toygres.settings import Settings
 
-from .plane import control_plane
+from .plane import drive, ended, reconcile, stepped_plane
 from .runtimes_under_test import NAMESPACE
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 
 TIMING = LifecycleTiming(health_interval_seconds=30, readiness_deadline_seconds=600, readiness_poll_seconds=5)
+KUBE_SETTINGS = Settings(_env_file=None, default_runtime=RuntimeKind.KUBERNETES)  # type: ignore[call-arg]
 
 
 @pytest.fixture
@@ -42,56 +42,24 @@ async def kube(
 ) -> AsyncIterator[tuple[ControlPlane, Runtime, ManualClock, KubeconfigClientFactory]]:
     factory = KubeconfigClientFactory(kubeconfig_path)
     clock = ManualClock()
-    async with control_plane(
+    async with stepped_plane(
         pg_dsn,
-        InMemoryProvider(clock),
         {RuntimeKind.KUBERNETES: KubernetesRuntime(factory, namespace=NAMESPACE)},
-        settings=Settings(_env_file=None, default_runtime=RuntimeKind.KUBERNETES),  # type: ignore[call-arg]
+        settings=KUBE_SETTINGS,
         timing=TIMING,
-        start_runtime=False,
-        options=RuntimeOptions(inline_activities=False),
-    ) as (cp, engine):
+        clock=clock,
+    ) as (cp, engine, _):
         yield cp, engine, clock, factory
-
-
-async def drive(engine: Runtime, clock: ManualClock, done: Callable[[], Awaitable[bool]]) -> None:
-    for _ in range(600):
-        await engine.run_until_idle()
-        if await done():
-            return
-        clock.advance(timedelta(seconds=5))
-        await asyncio.sleep(0.1)
-    raise TimeoutError("not reached")
 
 
 async def running_instance(
     cp: ControlPlane, engine: Runtime, clock: ManualClock, name: str
 ) -> InstanceMetadata:
     created = await cp.create_instance(CreateInstanceRequest(name=name))
-
-    async def finished() -> bool:
-        status = await cp.client.get_status(created.operation_id)
-        return status is not None and status.is_terminal
-
-    await drive(engine, clock, finished)
+    await drive(engine, clock, ended(cp, created.operation_id))
     row = await cp.get_instance(created.instance_id)
     assert row.state is InstanceState.RUNNING, row.failure_reason
     return row
-
-
-async def reconcile(cp: ControlPlane, engine: Runtime, clock: ManualClock) -> dict[str, Any]:
-    clock.advance(timedelta(minutes=5))
-    reconciler_id = await cp.run_reconciler(now=clock.now())
-
-    async def finished() -> bool:
-        status = await cp.client.get_status(reconciler_id)
-        return status is not None and status.is_terminal
-
-    await drive(engine, clock, finished)
-    status = await cp.client.get_status(reconciler_id)
-    assert status is not None and status.status == RuntimeStatus.COMPLETED, status
-    output: dict[str, Any] = status.output
-    return output
 
 
 def connect(
@@ -169,12 +137,7 @@ async def test_delete_reports_deleted_only_once_the_pod_is_gone(
     row = await running_instance(cp, engine, clock, "lingering")
     kube_apiserver.pod_termination_delay = 3  # a pod takes its time to terminate
     delete_op = await cp.delete_instance(row.id)
-
-    async def finished() -> bool:
-        status = await cp.client.get_status(delete_op)
-        return status is not None and status.is_terminal
-
-    await drive(engine, clock, finished)
+    await drive(engine, clock, ended(cp, delete_op))
     assert (await cp.get_operation(delete_op)).status.value == "Completed"
     assert (await cp.get_instance(row.id)).state is InstanceState.DELETED
     pods = k8s.CoreV1Api(factory()).list_namespaced_pod(NAMESPACE).items

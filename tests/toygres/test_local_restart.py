@@ -15,7 +15,6 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,18 +23,15 @@ import psycopg
 import pytest
 
 from control_plane.bootstrap import build_runtimes
-from control_plane.service import ControlPlane, LifecycleTiming
-from durable_engine import InMemoryProvider, ManualClock, Runtime, RuntimeOptions, RuntimeStatus
+from control_plane.service import ControlPlane
+from durable_engine import ManualClock, Runtime, RuntimeStatus
 from toygres.models import CreateInstanceRequest, HealthStatus, InstanceState, RuntimeKind
 from toygres.runtimes.base import DeployError, InstanceSpec
 from toygres.runtimes.local import LocalRuntime
 from toygres.settings import Settings
 
-from .plane import control_plane, kill_local_instances, local_settings
-
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 
-TIMING = LifecycleTiming(health_interval_seconds=30, readiness_deadline_seconds=600, readiness_poll_seconds=5)
 PASSWORD = "survives-restarts-42"
 
 
@@ -63,34 +59,10 @@ def power_off(pid: int) -> None:
     psutil.wait_procs(procs, timeout=10)
 
 
-@pytest.fixture
-def root(pg_tmp_dir: Path) -> Iterator[Path]:
-    path = pg_tmp_dir / "instances"
-    try:
-        yield path
-    finally:
-        kill_local_instances(path)
-
-
-@pytest.fixture
-async def virtual(pg_dsn: str, root: Path) -> AsyncIterator[tuple[ControlPlane, Runtime, ManualClock]]:
-    clock = ManualClock()
-    async with control_plane(
-        pg_dsn,
-        InMemoryProvider(clock),
-        {RuntimeKind.LOCAL: LocalRuntime(root)},
-        settings=local_settings(root),
-        timing=TIMING,
-        start_runtime=False,
-        options=RuntimeOptions(inline_activities=False),
-    ) as (cp, engine):
-        yield cp, engine, clock
-
-
 async def test_after_a_host_restart_the_reconciler_brings_instances_back_and_records_where(
-    virtual: tuple[ControlPlane, Runtime, ManualClock], root: Path
+    stepped_local: tuple[ControlPlane, Runtime, ManualClock, Path],
 ) -> None:
-    cp, engine, clock = virtual
+    cp, engine, clock, root = stepped_local
     created = await cp.create_instance(CreateInstanceRequest(name="durable", password=PASSWORD))
     await engine.run_until_idle()
     before = await cp.get_instance(created.instance_id)
@@ -122,7 +94,10 @@ async def test_after_a_host_restart_the_reconciler_brings_instances_back_and_rec
         assert (await cp.get_instance(created.instance_id)).health_status is HealthStatus.HEALTHY
 
 
-def test_local_ports_are_outside_the_ephemeral_range(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_ports_are_outside_the_ephemeral_range(
+    local_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = local_root
     monkeypatch.setenv("TOYGRES_LOCAL_PORT_RANGE", "21000-21999")
     settings = Settings(_env_file=None, default_runtime=RuntimeKind.LOCAL, local_data_dir=root)  # type: ignore[call-arg]
     runtime = build_runtimes(settings)[RuntimeKind.LOCAL]
@@ -134,7 +109,8 @@ def test_local_ports_are_outside_the_ephemeral_range(root: Path, monkeypatch: py
         assert 21000 <= endpoint.port <= 21999
 
 
-def test_a_stale_pid_file_never_signals_an_unrelated_process(root: Path) -> None:
+def test_a_stale_pid_file_never_signals_an_unrelated_process(local_root: Path) -> None:
+    root = local_root
     runtime = LocalRuntime(root)
     mine, theirs = spec("mine"), spec("theirs")
     runtime.deploy(mine, PASSWORD)
@@ -153,7 +129,8 @@ def test_a_stale_pid_file_never_signals_an_unrelated_process(root: Path) -> None
     assert runtime.status(theirs).ready
 
 
-def test_the_password_file_mode_is_enforced_on_every_use(root: Path) -> None:
+def test_the_password_file_mode_is_enforced_on_every_use(local_root: Path) -> None:
+    root = local_root
     runtime = LocalRuntime(root)
     runtime.deploy(spec("guarded"), PASSWORD)
     password_file = root / "guarded" / "password"
@@ -167,7 +144,8 @@ def test_the_password_file_mode_is_enforced_on_every_use(root: Path) -> None:
         assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
 
 
-def test_an_interrupted_initdb_is_cleaned_and_retried(root: Path) -> None:
+def test_an_interrupted_initdb_is_cleaned_and_retried(local_root: Path) -> None:
+    root = local_root
     runtime = LocalRuntime(root)
     victim = spec("interrupted")
     killed = threading.Event()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,14 +20,14 @@ import pytest
 
 from activities import instance_spec
 from control_plane.service import ControlPlane, LifecycleTiming
-from durable_engine import InMemoryProvider, ManualClock, PostgresProvider, Runtime, RuntimeOptions
+from durable_engine import PostgresProvider
 from toygres.models import CreateInstanceRequest, InstanceState, RuntimeKind
 from toygres.runtimes.base import InstanceRuntime, InstanceSpec
 from toygres.runtimes.kubernetes import KubernetesRuntime
 from toygres.runtimes.local import LocalRuntime
 from toygres.settings import Settings
 
-from .plane import control_plane, kill_local_instances, local_settings
+from .plane import control_plane, drive, ended, kill_local_instances, local_settings, stepped_plane
 from .runtimes_under_test import (
     NAMESPACE,
     Gate,
@@ -90,46 +88,9 @@ def where(request: pytest.FixtureRequest, pg_tmp_dir: Path) -> Any:
         kill_local_instances(root)
 
 
-@asynccontextmanager
-async def virtual_plane(
-    dsn: str, where: Where, runtime: InstanceRuntime
-) -> AsyncIterator[tuple[ControlPlane, Runtime, ManualClock]]:
-    """The in-memory engine on a manual clock, activities only through the queue."""
-    clock = ManualClock()
-    async with control_plane(
-        dsn,
-        InMemoryProvider(clock),
-        {where.kind: runtime},
-        settings=where.settings(),
-        timing=VIRTUAL,
-        start_runtime=False,
-        options=RuntimeOptions(inline_activities=False, activity_concurrency=4),
-    ) as (cp, engine):
-        yield cp, engine, clock
-
-
-async def drive(engine: Runtime, clock: ManualClock, done: Callable[[], Awaitable[bool]]) -> None:
-    """Run the engine, moving virtual time on while ``done`` is false (durable timers fire)."""
-    for _ in range(400):
-        await engine.run_until_idle()
-        if await done():
-            return
-        clock.advance(timedelta(seconds=5))
-        await asyncio.sleep(0.05)  # real time for the stand-in's pods
-    raise TimeoutError("the engine did not get there")
-
-
-def terminal(cp: ControlPlane, operation_id: str) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        status = await cp.client.get_status(operation_id)
-        return status is not None and status.is_terminal
-
-    return check
-
-
 async def test_a_deploy_delivered_after_the_delete_starts_nothing(where: Where, pg_dsn: str) -> None:
     runtime = where.runtime()
-    async with virtual_plane(pg_dsn, where, runtime) as (cp, engine, clock):
+    async with stepped_plane(pg_dsn, {where.kind: runtime}, settings=where.settings()) as (cp, engine, clock):
         created = await cp.create_instance(CreateInstanceRequest(name="racer"))
         await engine.run_orchestrations()
         # a worker takes the deploy and stalls (a GC pause, a frozen VM) ...
@@ -137,7 +98,7 @@ async def test_a_deploy_delivered_after_the_delete_starts_nothing(where: Where, 
         assert stalled is not None and stalled.task.name == "DeployPostgres"
         # ... while the instance is deleted from start to end
         delete_op = await cp.delete_instance(created.instance_id)
-        await drive(engine, clock, terminal(cp, delete_op))
+        await drive(engine, clock, ended(cp, delete_op))
         assert (await cp.get_operation(delete_op)).status.value == "Completed"
         assert (await cp.get_instance(created.instance_id)).state is InstanceState.DELETED
         # the worker wakes up and delivers the deploy
@@ -147,7 +108,7 @@ async def test_a_deploy_delivered_after_the_delete_starts_nothing(where: Where, 
 
 
 async def _deleting_is_done_or_waits_for_the_deploy(cp: ControlPlane, operation_id: str, dsn: str) -> bool:
-    if await terminal(cp, operation_id)():
+    if await ended(cp, operation_id)():
         return True
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         cur = await conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
@@ -199,13 +160,13 @@ def _stranger_spec(kind: RuntimeKind) -> InstanceSpec:
 
 async def test_the_reconciler_removes_and_reports_orphans(where: Where, pg_dsn: str) -> None:
     runtime = where.runtime()
-    async with virtual_plane(pg_dsn, where, runtime) as (cp, engine, clock):
+    async with stepped_plane(pg_dsn, {where.kind: runtime}, settings=where.settings()) as (cp, engine, clock):
         kept = await cp.create_instance(CreateInstanceRequest(name="kept"))
         gone = await cp.create_instance(CreateInstanceRequest(name="gone"))
-        await drive(engine, clock, terminal(cp, kept.operation_id))
-        await drive(engine, clock, terminal(cp, gone.operation_id))
+        await drive(engine, clock, ended(cp, kept.operation_id))
+        await drive(engine, clock, ended(cp, gone.operation_id))
         delete_op = await cp.delete_instance(gone.instance_id)
-        await drive(engine, clock, terminal(cp, delete_op))
+        await drive(engine, clock, ended(cp, delete_op))
         assert (await cp.get_instance(gone.instance_id)).state is InstanceState.DELETED
 
         # what slipped through: the deleted instance's resources back again, and an instance the
@@ -222,7 +183,7 @@ async def test_the_reconciler_removes_and_reports_orphans(where: Where, pg_dsn: 
             await asyncio.to_thread(runtime.deploy, spec, "an-orphaned-password")
 
         reconciler_id = await cp.run_reconciler(now=clock.now())
-        await drive(engine, clock, terminal(cp, reconciler_id))
+        await drive(engine, clock, ended(cp, reconciler_id))
         result = await cp.client.get_status(reconciler_id)
         assert result is not None and result.status.value == "Completed", result.error
         removed = sorted(o["instance_id"] for o in result.output["orphans_removed"])

@@ -6,43 +6,19 @@ steps the engine itself to stop exactly in the gaps that matter.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import pytest
 
-from control_plane.service import ControlPlane, LifecycleTiming
-from durable_engine import InMemoryProvider, ManualClock, Runtime, RuntimeOptions, RuntimeStatus
-from toygres.models import CreateInstanceRequest, InstanceState, RuntimeKind
-from toygres.runtimes.local import LocalRuntime
+from control_plane.service import ControlPlane
+from durable_engine import ManualClock, Runtime, RuntimeStatus
+from toygres.models import CreateInstanceRequest, InstanceState
 
-from .plane import control_plane, kill_local_instances, local_settings
+from .plane import reconcile
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
-
-TIMING = LifecycleTiming(health_interval_seconds=30, readiness_deadline_seconds=600, readiness_poll_seconds=5)
-
-
-@pytest.fixture
-async def stepped(pg_dsn: str, pg_tmp_dir: Path) -> AsyncIterator[tuple[ControlPlane, Runtime, ManualClock]]:
-    root = pg_tmp_dir / "instances"
-    clock = ManualClock()
-    try:
-        async with control_plane(
-            pg_dsn,
-            InMemoryProvider(clock),
-            {RuntimeKind.LOCAL: LocalRuntime(root)},
-            settings=local_settings(root),
-            timing=TIMING,
-            start_runtime=False,
-            options=RuntimeOptions(inline_activities=False),
-        ) as (cp, engine):
-            yield cp, engine, clock
-    finally:
-        kill_local_instances(root)
 
 
 async def live_monitors(cp: ControlPlane, instance_id: UUID) -> list[str]:
@@ -56,20 +32,10 @@ async def live_monitors(cp: ControlPlane, instance_id: UUID) -> list[str]:
     return sorted(live)
 
 
-async def run_reconciler_pass(cp: ControlPlane, engine: Runtime, clock: ManualClock) -> dict[str, Any]:
-    reconciler_id = await cp.run_reconciler(now=clock.now())
-    await engine.run_until_idle()
-    status = await cp.client.get_status(reconciler_id)
-    assert status is not None and status.status == RuntimeStatus.COMPLETED, status
-    clock.advance(timedelta(minutes=5))  # the next pass is another window
-    output: dict[str, Any] = status.output
-    return output
-
-
 async def test_a_reconciler_pass_between_running_and_the_monitor_id_adds_no_monitor(
-    stepped: tuple[ControlPlane, Runtime, ManualClock],
+    stepped_local: tuple[ControlPlane, Runtime, ManualClock, Path],
 ) -> None:
-    cp, engine, clock = stepped
+    cp, engine, clock, _ = stepped_local
     created = await cp.create_instance(CreateInstanceRequest(name="gap"))
     # step the create one activity at a time until the row says running
     for _ in range(50):
@@ -86,7 +52,7 @@ async def test_a_reconciler_pass_between_running_and_the_monitor_id_adds_no_moni
     if stalled is not None and stalled.task.instance_id != created.operation_id:
         await cp.provider.abandon_activity(stalled.lock_token)
         stalled = None
-    await run_reconciler_pass(cp, engine, clock)
+    await reconcile(cp, engine, clock)
     if stalled is not None:
         await engine.process_activity_item(stalled)
     await engine.run_until_idle()
@@ -98,9 +64,9 @@ async def test_a_reconciler_pass_between_running_and_the_monitor_id_adds_no_moni
 
 
 async def test_concurrent_passes_restart_a_lost_monitor_once(
-    stepped: tuple[ControlPlane, Runtime, ManualClock],
+    stepped_local: tuple[ControlPlane, Runtime, ManualClock, Path],
 ) -> None:
-    cp, engine, clock = stepped
+    cp, engine, clock, _ = stepped_local
     created = await cp.create_instance(CreateInstanceRequest(name="lost"))
     await engine.run_until_idle()
     first = (await cp.get_instance(created.instance_id)).health_monitor_id

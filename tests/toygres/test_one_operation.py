@@ -8,39 +8,15 @@ caller that crashed before starting it is started under the recorded id.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from control_plane.service import ControlPlane, LifecycleTiming
-from durable_engine import InMemoryProvider, ManualClock, Runtime, RuntimeOptions
-from toygres.models import CreateInstanceRequest, InstanceState, RuntimeKind
-from toygres.runtimes.local import LocalRuntime
-
-from .plane import control_plane, kill_local_instances, local_settings
+from control_plane.service import ControlPlane
+from durable_engine import ManualClock, Runtime
+from toygres.models import CreateInstanceRequest, InstanceState
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
-
-TIMING = LifecycleTiming(health_interval_seconds=30, readiness_deadline_seconds=600, readiness_poll_seconds=5)
-
-
-@pytest.fixture
-async def virtual(pg_dsn: str, pg_tmp_dir: Path) -> AsyncIterator[tuple[ControlPlane, Runtime]]:
-    root = pg_tmp_dir / "instances"
-    try:
-        async with control_plane(
-            pg_dsn,
-            InMemoryProvider(ManualClock()),
-            {RuntimeKind.LOCAL: LocalRuntime(root)},
-            settings=local_settings(root),
-            timing=TIMING,
-            start_runtime=False,
-            options=RuntimeOptions(inline_activities=False),
-        ) as (cp, engine):
-            yield cp, engine
-    finally:
-        kill_local_instances(root)
 
 
 async def delete_operations(cp: ControlPlane) -> list[str]:
@@ -49,9 +25,9 @@ async def delete_operations(cp: ControlPlane) -> list[str]:
 
 
 async def test_concurrent_deletes_get_one_operation_also_after_one_ended(
-    virtual: tuple[ControlPlane, Runtime],
+    stepped_local: tuple[ControlPlane, Runtime, ManualClock, Path],
 ) -> None:
-    cp, engine = virtual
+    cp, engine, _, _ = stepped_local
     created = await cp.create_instance(CreateInstanceRequest(name="popular"))
     await engine.run_until_idle()
     instance_id = created.instance_id
@@ -72,9 +48,9 @@ async def test_concurrent_deletes_get_one_operation_also_after_one_ended(
 
 
 async def test_a_recorded_delete_that_never_started_is_started_under_its_id(
-    virtual: tuple[ControlPlane, Runtime],
+    stepped_local: tuple[ControlPlane, Runtime, ManualClock, Path],
 ) -> None:
-    cp, engine = virtual
+    cp, engine, _, _ = stepped_local
     created = await cp.create_instance(CreateInstanceRequest(name="crashed"))
     await engine.run_until_idle()
     instance_id = created.instance_id

@@ -19,14 +19,14 @@ from activities import instance_spec
 from api.app import create_app
 from control_plane.bootstrap import ConfigurationError, build_runtimes
 from control_plane.service import ControlPlane, LifecycleTiming
-from durable_engine import InMemoryProvider, ManualClock, PostgresProvider, RuntimeOptions
+from durable_engine import ManualClock, PostgresProvider
 from tests.standins.kube_apiserver import KubeApiServer
 from toygres.models import CreateInstanceRequest, InstanceState, RuntimeKind
 from toygres.runtimes.aks_credentials import KubeconfigClientFactory
 from toygres.runtimes.kubernetes import KubernetesRuntime
 from toygres.settings import KubernetesSettings, Settings
 
-from .plane import control_plane
+from .plane import control_plane, stepped_plane
 from .runtimes_under_test import kube_objects
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
@@ -44,15 +44,9 @@ async def test_later_activities_use_the_namespace_the_instance_was_created_in(
         kubernetes=KubernetesSettings(namespace="tenants-a", kubeconfig=kubeconfig_path),
     )
     clock = ManualClock()
-    async with control_plane(
-        pg_dsn,
-        InMemoryProvider(clock),
-        {RuntimeKind.KUBERNETES: runtime},
-        settings=settings,
-        timing=TIMING,
-        start_runtime=False,
-        options=RuntimeOptions(inline_activities=False),
-    ) as (cp, engine):
+    async with stepped_plane(
+        pg_dsn, {RuntimeKind.KUBERNETES: runtime}, settings=settings, timing=TIMING, clock=clock
+    ) as (cp, engine, _):
         created = await cp.create_instance(CreateInstanceRequest(name="placed"))
         for _ in range(200):
             await engine.run_until_idle()

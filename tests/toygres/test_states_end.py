@@ -22,14 +22,12 @@ from durable_engine import (
     ManualClock,
     PostgresProvider,
     Runtime,
-    RuntimeOptions,
-    RuntimeStatus,
 )
 from toygres.deployment_planner import build_deployment_config
 from toygres.models import CreateInstanceRequest, InstanceState, RuntimeKind
 from toygres.runtimes.local import LocalRuntime
 
-from .plane import control_plane, kill_local_instances, local_settings
+from .plane import control_plane, kill_local_instances, local_settings, reconcile, stepped_plane
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
 
@@ -44,41 +42,23 @@ TIMING = LifecycleTiming(
 
 @pytest.fixture
 async def virtual(
-    pg_dsn: str, pg_tmp_dir: Path
+    pg_dsn: str, local_root: Path
 ) -> AsyncIterator[tuple[ControlPlane, Runtime, ManualClock, Path]]:
-    root = pg_tmp_dir / "instances"
-    clock = ManualClock()
-    try:
-        async with control_plane(
-            pg_dsn,
-            InMemoryProvider(clock),
-            {RuntimeKind.LOCAL: LocalRuntime(root)},
-            settings=local_settings(root),
-            timing=TIMING,
-            start_runtime=False,
-            options=RuntimeOptions(inline_activities=False),
-        ) as (cp, engine):
-            yield cp, engine, clock, root
-    finally:
-        kill_local_instances(root)
+    runtime = {RuntimeKind.LOCAL: LocalRuntime(local_root)}
+    async with stepped_plane(pg_dsn, runtime, settings=local_settings(local_root), timing=TIMING) as (
+        cp,
+        engine,
+        clock,
+    ):
+        yield cp, engine, clock, local_root
 
 
-async def reconcile(cp: ControlPlane, engine: Runtime, clock: ManualClock) -> dict[str, Any]:
-    clock.advance(timedelta(minutes=5))
-    reconciler_id = await cp.run_reconciler(now=clock.now())
-    for _ in range(50):
-        await engine.run_until_idle()
-        status = await cp.client.get_status(reconciler_id)
-        assert status is not None
-        if status.is_terminal:
-            break
-        clock.advance(timedelta(seconds=5))
-    assert status.status == RuntimeStatus.COMPLETED, status.error
-    await engine.run_until_idle()  # what the pass started (a resumed delete) runs too
+async def reconcile_and_settle(cp: ControlPlane, engine: Runtime, clock: ManualClock) -> dict[str, Any]:
+    """A pass, and then what it started (a resumed delete) runs to its end too."""
+    output = await reconcile(cp, engine, clock)
     for _ in range(50):
         clock.advance(timedelta(seconds=5))
         await engine.run_until_idle()
-    output: dict[str, Any] = status.output
     return output
 
 
@@ -93,7 +73,7 @@ async def test_a_crash_between_insert_and_start_leaves_a_row_the_reconciler_fail
     )
     await cp.metadata.create_instance(config, create_orchestration_id=f"create-{instance_id}")
 
-    output = await reconcile(cp, engine, clock)
+    output = await reconcile_and_settle(cp, engine, clock)
     row = await cp.get_instance(instance_id)
     assert row.state is InstanceState.FAILED
     assert row.failure_reason and "before its operation started" in row.failure_reason
@@ -113,7 +93,7 @@ async def test_a_create_whose_operation_ended_without_finishing_is_failed(
     await engine.run_until_idle()
     assert (await cp.get_instance(created.instance_id)).state is InstanceState.CREATING
 
-    await reconcile(cp, engine, clock)
+    await reconcile_and_settle(cp, engine, clock)
     row = await cp.get_instance(created.instance_id)
     assert row.state is InstanceState.FAILED
     assert row.failure_reason and "Cancelled" in row.failure_reason
@@ -136,7 +116,7 @@ async def test_a_delete_that_stopped_half_way_is_resumed(
     await engine.run_until_idle()
     assert (await cp.get_instance(created.instance_id)).state is InstanceState.DELETING
 
-    output = await reconcile(cp, engine, clock)
+    output = await reconcile_and_settle(cp, engine, clock)
     assert [s["instance_id"] for s in output["ended"]] == [str(created.instance_id)]
     row = await cp.get_instance(created.instance_id)
     assert row.state is InstanceState.DELETED

@@ -7,41 +7,17 @@ their stored histories are covered by ``test_history_replay.py``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import UUID
 
 import psycopg
 import pytest
 
-from control_plane.service import ControlPlane, LifecycleTiming
-from durable_engine import InMemoryProvider, ManualClock, Runtime, RuntimeOptions
-from toygres.models import CreateInstanceRequest, InstanceState, RuntimeKind
-from toygres.runtimes.local import LocalRuntime
-
-from .plane import control_plane, kill_local_instances, local_settings
+from control_plane.service import ControlPlane
+from durable_engine import ManualClock, Runtime
+from toygres.models import CreateInstanceRequest, InstanceState
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
-
-TIMING = LifecycleTiming(health_interval_seconds=30, readiness_deadline_seconds=600, readiness_poll_seconds=5)
-
-
-@pytest.fixture
-async def virtual(pg_dsn: str, pg_tmp_dir: Path) -> AsyncIterator[tuple[ControlPlane, Runtime]]:
-    root = pg_tmp_dir / "instances"
-    try:
-        async with control_plane(
-            pg_dsn,
-            InMemoryProvider(ManualClock()),
-            {RuntimeKind.LOCAL: LocalRuntime(root)},
-            settings=local_settings(root),
-            timing=TIMING,
-            start_runtime=False,
-            options=RuntimeOptions(inline_activities=False),
-        ) as (cp, engine):
-            yield cp, engine
-    finally:
-        kill_local_instances(root)
 
 
 async def _as_written_by_a_newer_version(dsn: str, instance_id: UUID) -> None:
@@ -60,9 +36,9 @@ async def _as_written_by_a_newer_version(dsn: str, instance_id: UUID) -> None:
 
 
 async def test_rows_written_by_a_newer_version_are_read_and_worked_on(
-    virtual: tuple[ControlPlane, Runtime], pg_dsn: str
+    stepped_local: tuple[ControlPlane, Runtime, ManualClock, Path], pg_dsn: str
 ) -> None:
-    cp, engine = virtual
+    cp, engine, _, _ = stepped_local
     created = await cp.create_instance(CreateInstanceRequest(name="newer"))
     await engine.run_until_idle()
     await _as_written_by_a_newer_version(pg_dsn, created.instance_id)
@@ -82,9 +58,9 @@ async def test_rows_written_by_a_newer_version_are_read_and_worked_on(
 
 
 async def test_an_orchestration_input_with_fields_of_a_newer_version_runs(
-    virtual: tuple[ControlPlane, Runtime],
+    stepped_local: tuple[ControlPlane, Runtime, ManualClock, Path],
 ) -> None:
-    cp, engine = virtual
+    cp, engine, _, _ = stepped_local
     # what a newer control plane would have started: the same create, with more in its input
     created = await cp.create_instance(CreateInstanceRequest(name="input"))
     status = await cp.client.get_status(created.operation_id)
