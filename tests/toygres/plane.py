@@ -15,8 +15,7 @@ import psutil
 from psycopg_pool import AsyncConnectionPool
 
 from control_plane.service import ControlPlane, LifecycleTiming
-from durable_engine import InMemoryProvider, ManualClock, Runtime, RuntimeOptions, RuntimeStatus
-from durable_engine.provider import Provider
+from durable_engine import InMemoryProvider, ManualClock, Provider, Runtime, RuntimeOptions, RuntimeStatus
 from toygres.cms_migrations import migrate_cms
 from toygres.metadata import MetadataRepository
 from toygres.models import RuntimeKind
