@@ -16,7 +16,22 @@ from .certificates import find_certificates_due, rotate_server_certificate
 from .deps import ActivityDeps, instance_spec
 from .health import health_check
 from .instances import delete_postgres, deploy_postgres, generate_connection_string, get_instance_status
-from .metadata import find_instances_without_monitor, get_instance_record, stop_orchestration, update_metadata
+from .metadata import (
+    ensure_health_monitor,
+    get_instance_record,
+    get_operation_status,
+    stop_orchestration,
+    update_metadata,
+)
+from .reconcile import (
+    converge_instance,
+    find_instances_without_monitor,
+    find_orphans,
+    find_stuck_instances,
+    list_running_instances,
+    prune_metadata,
+    remove_orphan,
+)
 from .rollouts import get_rollout_status, plan_image_rollout, set_deployment_config
 
 DEPLOY_POSTGRES = "DeployPostgres"
@@ -33,6 +48,14 @@ ROTATE_SERVER_CERTIFICATE = "RotateServerCertificate"
 PLAN_IMAGE_ROLLOUT = "PlanImageRollout"
 SET_DEPLOYMENT_CONFIG = "SetDeploymentConfig"
 GET_ROLLOUT_STATUS = "GetRolloutStatus"
+GET_OPERATION_STATUS = "GetOperationStatus"
+ENSURE_HEALTH_MONITOR = "EnsureHealthMonitor"
+FIND_ORPHANS = "FindOrphans"
+REMOVE_ORPHAN = "RemoveOrphan"
+FIND_STUCK_INSTANCES = "FindStuckInstances"
+LIST_RUNNING_INSTANCES = "ListRunningInstances"
+CONVERGE_INSTANCE = "ConvergeInstance"
+PRUNE_METADATA = "PruneMetadata"
 
 _ACTIVITIES: dict[str, Callable[[ActivityDeps, ActivityContext, Any], Awaitable[Any]]] = {
     DEPLOY_POSTGRES: deploy_postgres,
@@ -49,6 +72,14 @@ _ACTIVITIES: dict[str, Callable[[ActivityDeps, ActivityContext, Any], Awaitable[
     PLAN_IMAGE_ROLLOUT: plan_image_rollout,
     SET_DEPLOYMENT_CONFIG: set_deployment_config,
     GET_ROLLOUT_STATUS: get_rollout_status,
+    GET_OPERATION_STATUS: get_operation_status,
+    ENSURE_HEALTH_MONITOR: ensure_health_monitor,
+    FIND_ORPHANS: find_orphans,
+    REMOVE_ORPHAN: remove_orphan,
+    FIND_STUCK_INSTANCES: find_stuck_instances,
+    LIST_RUNNING_INSTANCES: list_running_instances,
+    CONVERGE_INSTANCE: converge_instance,
+    PRUNE_METADATA: prune_metadata,
 }
 
 

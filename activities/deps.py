@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from durable_engine import Client
 from toygres.image_catalog import ImageCatalog
 from toygres.metadata import MetadataRepository
-from toygres.models import DeploymentConfig, RuntimeKind
+from toygres.models import DeploymentConfig, RuntimeKind, load_stored
 from toygres.runtimes.base import InstanceRuntime, InstanceSpec
 
 
@@ -36,6 +37,11 @@ class ActivityDeps:
             ) from None
 
 
+def load_config(raw: Any) -> DeploymentConfig:
+    """An activity's config input, written by any version of the orchestrations (tolerant)."""
+    return load_stored(DeploymentConfig, raw)
+
+
 def instance_spec(config: DeploymentConfig) -> InstanceSpec:
     """The runtime's view of an instance; object names are the collision-free ``k8s_name``."""
     return InstanceSpec(
@@ -57,4 +63,6 @@ def instance_spec(config: DeploymentConfig) -> InstanceSpec:
         tls_dns_names=tuple(config.tls.dns_names) if config.tls else (),
         allowed_sources=tuple(s.model_dump(exclude_none=True) for s in config.allowed_sources),
         server_parameters=dict(config.server_parameters),
+        # placement is recorded at creation and used by every later activity (invariant 6)
+        namespace=config.namespace,
     )

@@ -13,12 +13,31 @@ class TransientPlatformError(Exception):
     """The platform (Kubernetes API, ARM, a local process) failed in a way a retry may fix."""
 
 
+class PlatformCredentialError(TransientPlatformError):
+    """The control plane could not authenticate to the platform; the instance may be fine."""
+
+
 class PermanentPlatformError(Exception):
     """The platform refused the request; retrying the same request cannot help."""
 
 
+class InstanceNotDeployable(Exception):
+    """The metadata says the instance must not run (deleting, deleted, failed or unknown).
+
+    Raised by a deploy that comes after the instance left ``creating``/``running``: a queued or
+    redelivered deploy must never bring back something a delete removed.
+    """
+
+
 NON_RETRYABLE = frozenset(
-    {"PermanentPlatformError", "LookupError", "ValidationError", "InvalidStateTransition"}
+    {
+        "PermanentPlatformError",
+        "LookupError",
+        "ValidationError",
+        "InvalidStateTransition",
+        "InstanceDeleted",
+        "InstanceNotDeployable",
+    }
 )
 
 

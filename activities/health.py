@@ -10,11 +10,12 @@ from typing import Any
 import psycopg
 
 from durable_engine import ActivityContext
-from toygres.models import DeploymentConfig, HealthCheckResult, HealthStatus
-from toygres.runtimes.base import DeployError, InstanceNotFound
+from toygres.models import HealthCheckResult, HealthStatus
+from toygres.runtimes.base import CredentialError, DeployError, InstanceNotFound
 from toygres.runtimes.capabilities import TlsRuntime
 
-from .deps import ActivityDeps, instance_spec
+from .deps import ActivityDeps, instance_spec, load_config
+from .errors import PlatformCredentialError
 from .tls_probe import tls_connect_kwargs
 
 
@@ -23,8 +24,11 @@ async def health_check(deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, 
 
     A TLS instance is checked as its clients connect: ``sslmode=verify-full`` against the
     deployment's CA and the instance's server name, and the session must really be encrypted.
+
+    Raises ``PlatformCredentialError`` when the control plane cannot authenticate to the platform:
+    the monitor retries, then records "unknown" (the instance may be fine).
     """
-    config = DeploymentConfig.model_validate(raw)
+    config = load_config(raw)
     runtime, spec = deps.runtime_for(config), instance_spec(config)
     checked_at = datetime.now(UTC)
 
@@ -40,6 +44,9 @@ async def health_check(deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, 
             if not isinstance(runtime, TlsRuntime):
                 return result(HealthStatus.UNHEALTHY, f"the {config.runtime.value} runtime cannot serve TLS")
             ca_pem = await asyncio.to_thread(runtime.ca_certificate)
+    except CredentialError as exc:
+        # not the instance's fault: a failure to retry, and then to record as "unknown"
+        raise PlatformCredentialError(str(exc)) from None
     except (DeployError, InstanceNotFound) as exc:
         return result(HealthStatus.UNHEALTHY, f"cannot inspect the instance: {exc}")
     if not observed.exists:

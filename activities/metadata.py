@@ -6,19 +6,22 @@ orchestrations state *what* changed and the repository's compare-and-set keeps r
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from durable_engine import ActivityContext, RuntimeStatus
-from toygres.models import HealthCheckResult, InstanceState
+from toygres.models import HealthCheckResult, HealthStatus, InstanceState
 
 from .deps import ActivityDeps
+from .results import MetadataResult, OperationStatusResult, StopResult
 
 
 class _Op(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # tolerant: an orchestration of a newer version may send fields this one does not know
+    model_config = ConfigDict(extra="ignore")
     instance_id: UUID
 
 
@@ -50,12 +53,26 @@ class RecordHealth(_Op):
     result: HealthCheckResult
 
 
+class RecordUnknownHealth(_Op):
+    """A check that could not run: recorded as "unknown", stamped with this worker's clock (the
+    clock real checks are stamped with)."""
+
+    op: Literal["health_unknown"] = "health_unknown"
+    message: str
+
+
 class MarkDeleted(_Op):
     op: Literal["deleted"] = "deleted"
 
 
 MetadataOp = Annotated[
-    SetState | SetConnection | SetHealthMonitor | SetDeleteOperation | RecordHealth | MarkDeleted,
+    SetState
+    | SetConnection
+    | SetHealthMonitor
+    | SetDeleteOperation
+    | RecordHealth
+    | RecordUnknownHealth
+    | MarkDeleted,
     Field(discriminator="op"),
 ]
 _OPS: TypeAdapter[MetadataOp] = TypeAdapter(MetadataOp)
@@ -74,12 +91,19 @@ async def update_metadata(deps: ActivityDeps, ctx: ActivityContext, raw: dict[st
         instance = await repo.set_health_monitor_id(op.instance_id, op.monitor_id)
     elif isinstance(op, SetDeleteOperation):
         instance = await repo.set_delete_orchestration_id(op.instance_id, op.operation_id)
-    elif isinstance(op, RecordHealth):
-        await repo.record_health_check(op.instance_id, op.result)
-        return {"recorded": True}
+    elif isinstance(op, RecordHealth | RecordUnknownHealth):
+        result = (
+            op.result
+            if isinstance(op, RecordHealth)
+            else HealthCheckResult(
+                status=HealthStatus.UNKNOWN, checked_at=datetime.now(UTC), message=op.message
+            )
+        )
+        await repo.record_health_check(op.instance_id, result)
+        return MetadataResult(recorded=True).model_dump(mode="json")
     else:
         instance = await repo.mark_deleted(op.instance_id)
-    return {"state": instance.state.value}
+    return MetadataResult(state=instance.state).model_dump(mode="json")
 
 
 async def get_instance_record(
@@ -94,27 +118,40 @@ async def stop_orchestration(deps: ActivityDeps, ctx: ActivityContext, raw: dict
     instance_id, reason = raw["instance_id"], raw.get("reason", "stopped by Toygres")
     status = await deps.client.get_status(instance_id)
     if status is None or status.is_terminal:
-        return {"cancelled": False}
-    return {"cancelled": await deps.client.cancel(instance_id, reason)}
+        return StopResult(cancelled=False).model_dump(mode="json")
+    return StopResult(cancelled=await deps.client.cancel(instance_id, reason)).model_dump(mode="json")
 
 
-async def find_instances_without_monitor(
-    deps: ActivityDeps, ctx: ActivityContext, _: Any = None
-) -> list[dict[str, Any]]:
-    """Running instances whose health monitor is missing or no longer running."""
-    orphans: list[dict[str, Any]] = []
-    for instance in await deps.metadata.list_running_instances():
-        monitor = instance.health_monitor_id
-        status = await deps.client.get_status(monitor) if monitor else None
-        if status is None or status.status not in (RuntimeStatus.RUNNING, RuntimeStatus.PENDING):
-            if instance.deployment_config is None:
-                ctx.logger.warning("instance %s has no deployment config; cannot monitor it", instance.id)
-                continue
-            orphans.append(
-                {
-                    "instance_id": str(instance.id),
-                    "previous_monitor_id": monitor,
-                    "config": instance.deployment_config.model_dump(mode="json"),
-                }
-            )
-    return orphans
+async def get_operation_status(deps: ActivityDeps, ctx: ActivityContext, operation_id: str) -> dict[str, Any]:
+    """Where an orchestration (a create, a delete, a monitor) is: so another can wait for it."""
+    status = await deps.client.get_status(operation_id)
+    if status is None:
+        return OperationStatusResult(exists=False).model_dump(mode="json")
+    return OperationStatusResult(
+        exists=True, status=status.status.value, terminal=status.is_terminal
+    ).model_dump(mode="json")
+
+
+class EnsureMonitor(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    monitor_id: str
+    name: str
+    input: dict[str, Any]
+
+
+async def ensure_health_monitor(
+    deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]
+) -> dict[str, Any]:
+    """Make sure the monitor with this (deterministic) id runs: start it, or restart it if it ended.
+
+    Idempotent and safe against concurrent reconciler passes: the engine starts an id at most
+    once, and purging only removes a finished instance, never one another pass just started.
+    """
+    want = EnsureMonitor.model_validate(raw)
+    status = await deps.client.get_status(want.monitor_id)
+    if status is not None and not status.is_terminal:
+        return OperationStatusResult(exists=True, status=status.status.value).model_dump(mode="json")
+    if status is not None:
+        await deps.client.purge(want.monitor_id)
+    await deps.client.start_orchestration(want.monitor_id, want.name, want.input)
+    return OperationStatusResult(exists=True, status=RuntimeStatus.PENDING.value).model_dump(mode="json")

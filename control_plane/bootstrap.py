@@ -31,10 +31,13 @@ class ConfigurationError(Exception):
 
 
 def build_runtimes(settings: Settings) -> dict[RuntimeKind, InstanceRuntime]:
-    """The local runtime always; the Kubernetes runtime when AKS or a kubeconfig is configured."""
-    runtimes: dict[RuntimeKind, InstanceRuntime] = {
-        RuntimeKind.LOCAL: LocalRuntime(settings.local_data_dir.expanduser())
-    }
+    """The local runtime when ``TOYGRES_LOCAL_RUNTIME_ENABLED``; the Kubernetes runtime when AKS
+    or a kubeconfig is configured. A request for a runtime that is not here is a 422."""
+    runtimes: dict[RuntimeKind, InstanceRuntime] = {}
+    if settings.local_runtime_enabled:
+        runtimes[RuntimeKind.LOCAL] = LocalRuntime(
+            settings.local_data_dir.expanduser(), port_range=settings.local_port_range
+        )
     kube = settings.kubernetes
     factory: AksClientFactory | KubeconfigClientFactory | None = None
     if kube.uses_aks:
@@ -54,6 +57,11 @@ def build_runtimes(settings: Settings) -> dict[RuntimeKind, InstanceRuntime]:
             control_plane_cidrs=kube.control_plane_cidrs,
             internal_load_balancer=kube.internal_load_balancer,
             server_certificate_validity=timedelta(days=settings.tls.server_certificate_days),
+        )
+    if settings.default_runtime is RuntimeKind.LOCAL and not settings.local_runtime_enabled:
+        raise ConfigurationError(
+            "the default runtime is 'local' but TOYGRES_LOCAL_RUNTIME_ENABLED is false: enable it, or "
+            "set TOYGRES_DEFAULT_RUNTIME=kubernetes"
         )
     if settings.default_runtime not in runtimes:
         raise ConfigurationError(

@@ -29,7 +29,7 @@ from orchestrations.inputs import (
 )
 from toygres.deployment_planner import build_deployment_config
 from toygres.image_catalog import ImageCatalog, load_image_catalog
-from toygres.metadata import InstanceNotFound, MetadataRepository
+from toygres.metadata import InstanceDeleted, InstanceNotFound, MetadataRepository
 from toygres.models import (
     CreateInstanceRequest,
     CreateInstanceResponse,
@@ -41,6 +41,8 @@ from toygres.models import (
     OperationState,
     OperationStatus,
     RuntimeKind,
+    create_operation_id,
+    delete_operation_id,
 )
 from toygres.runtimes.base import InstanceRuntime
 from toygres.runtimes.capabilities import TlsRuntime
@@ -72,12 +74,19 @@ class LifecycleTiming:
     readiness_deadline_seconds: float = 600
     readiness_poll_seconds: float = 5
     deploy_attempts: int = 5
+    #: how old a ``creating`` row without its operation must be before the reconciler fails it
+    stuck_after_seconds: float = 600
+    #: how long health checks, and deleted instances (with their operations), are kept
+    health_check_retention_seconds: float = 7 * 86400
+    deleted_retention_seconds: float = 30 * 86400
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LifecycleTiming:
         return cls(
             health_interval_seconds=settings.health_check_interval_seconds,
             readiness_deadline_seconds=settings.readiness_deadline_seconds,
+            health_check_retention_seconds=settings.health_check_retention_days * 86400,
+            deleted_retention_seconds=settings.deleted_instance_retention_days * 86400,
         )
 
 
@@ -151,19 +160,9 @@ class ControlPlane:
             image_catalog=self.image_catalog,
         )
         runtime = self.deps.runtime_for(config)
-        operation_id = f"create-{instance_id}"
+        operation_id = create_operation_id(instance_id)
         # the unique name index refuses duplicates here, before anything is deployed
         await self.metadata.create_instance(config, create_orchestration_id=operation_id)
-        try:
-            # the password goes straight to its store (Secret / 0600 file), never into
-            # orchestration input, history or the metadata row
-            password = request.password.get_secret_value()
-            await asyncio.to_thread(runtime.store_password, instance_spec(config), password)
-        except Exception as exc:
-            await self.metadata.update_state(
-                instance_id, InstanceState.FAILED, reason=f"could not store the password: {exc}"
-            )
-            raise
         params = CreateInstanceInput(
             config=config,
             readiness_deadline_seconds=self.timing.readiness_deadline_seconds,
@@ -171,7 +170,25 @@ class ControlPlane:
             health_interval_seconds=self.timing.health_interval_seconds,
             deploy_attempts=self.timing.deploy_attempts,
         )
-        await self.client.start_orchestration(operation_id, "CreateInstance", params.model_dump(mode="json"))
+        try:
+            # the password goes straight to its store (Secret / 0600 file), never into
+            # orchestration input, history or the metadata row
+            password = request.password.get_secret_value()
+            await asyncio.to_thread(runtime.store_password, instance_spec(config), password)
+        except Exception as exc:
+            await self._fail_create(instance_id, f"could not store the password: {exc}")
+            raise
+        try:
+            await self.client.start_orchestration(
+                operation_id, "CreateInstance", params.model_dump(mode="json")
+            )
+        except Exception as exc:
+            # a crash right here instead leaves a creating row without its operation: the
+            # reconciler fails that one (FindStuckInstances)
+            await self._fail_create(
+                instance_id, f"could not start the create operation: {type(exc).__name__}"
+            )
+            raise
         await self._started(operation_id)
         return CreateInstanceResponse(
             instance_id=instance_id,
@@ -179,6 +196,15 @@ class ControlPlane:
             name=config.name,
             password_hint=config.password_ref.describe(),
         )
+
+    async def _fail_create(self, instance_id: UUID, reason: str) -> None:
+        """Best effort: a create that never started is failed (its name released) at once."""
+        try:
+            await self.metadata.update_state(
+                instance_id, InstanceState.FAILED, reason=reason, expected_from=[InstanceState.CREATING]
+            )
+        except Exception:
+            log.warning("could not mark instance %s failed; the reconciler will", instance_id, exc_info=True)
 
     async def delete_instance(self, instance_id: UUID) -> str:
         """Start (or find) the delete operation; raises InstanceNotFound / InstanceGone."""
@@ -189,22 +215,30 @@ class ControlPlane:
             raise InstanceGone(f"instance {instance_id} was already deleted")
         if instance.deployment_config is None:
             raise InstanceNotFound(instance_id)
-        operation_id = f"delete-{instance_id}"
-        if instance.delete_orchestration_id is not None:
-            previous = await self.client.get_status(instance.delete_orchestration_id)
-            if previous is not None and not previous.is_terminal:
-                return instance.delete_orchestration_id  # already deleting: the same operation
-            # the last attempt failed or was cancelled: a new operation retries the cleanup
-            operation_id = f"delete-{instance_id}-{uuid.uuid4().hex[:8]}"
+        previous = instance.delete_orchestration_id
+        if previous is None:
+            operation_id = delete_operation_id(instance_id)
+        else:
+            status = await self.client.get_status(previous)
+            if status is not None and not status.is_terminal:
+                return previous  # already deleting: the same operation
+            # recorded by a caller that died before starting it: start that one; otherwise the
+            # last attempt ended without deleting, and its successor retries the cleanup
+            operation_id = previous if status is None else delete_operation_id(instance_id, previous)
         params = DeleteInstanceInput(
             config=instance.deployment_config,
             create_operation_id=instance.create_orchestration_id,
             delete_attempts=self.timing.deploy_attempts,
         )
-        await self.metadata.set_delete_orchestration_id(instance_id, operation_id)
+        # start first (the id is deterministic, so concurrent callers start the same one), then
+        # record it; the operation records itself too, so a crash in between loses nothing
         await self.client.start_orchestration(operation_id, "DeleteInstance", params.model_dump(mode="json"))
+        try:
+            recorded = await self.metadata.claim_delete_operation(instance_id, previous, operation_id)
+        except InstanceDeleted:  # deleted while we looked: the operation we started ends at once
+            raise InstanceGone(f"instance {instance_id} was already deleted") from None
         await self._started(operation_id)
-        return operation_id
+        return recorded
 
     async def get_instance(self, instance_id: UUID) -> InstanceMetadata:
         instance = await self.metadata.get_instance(instance_id)
@@ -255,7 +289,13 @@ class ControlPlane:
         """
         reconciler_id = reconciler_window_id(now or datetime.now(UTC), every)
         if await self.client.get_status(reconciler_id) is None:
-            params = ReconcilerInput(health_interval_seconds=self.timing.health_interval_seconds)
+            params = ReconcilerInput(
+                health_interval_seconds=self.timing.health_interval_seconds,
+                stuck_after_seconds=self.timing.stuck_after_seconds,
+                delete_attempts=self.timing.deploy_attempts,
+                health_check_retention_seconds=self.timing.health_check_retention_seconds,
+                deleted_retention_seconds=self.timing.deleted_retention_seconds,
+            )
             await self.client.start_orchestration(reconciler_id, "Reconciler", params.model_dump(mode="json"))
             await self._started(reconciler_id)
         await self._purge_earlier_windows("Reconciler", reconciler_id)

@@ -1,4 +1,9 @@
-"""Toygres orchestrations: create, delete, health monitor, reconciler, certificate rotation, image rollout."""
+"""Toygres orchestrations: create, delete, health monitor, reconciler, certificate rotation, image rollout.
+
+Every version still registered here can have instances in flight; the frozen 1.0.0 code lives in
+:mod:`orchestrations.v1`. ``tests/toygres/test_history_replay.py`` replays stored histories of
+each registered version against this code.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,15 @@ from . import (
     health_monitor,
     image_rollout,
     reconciler,
+    v1,
 )
 
 
 def register_orchestrations(registry: Registry) -> None:
+    registry.orchestration(create_instance.NAME, version=v1.VERSION)(v1.create_instance)
+    registry.orchestration(delete_instance.NAME, version=v1.VERSION)(v1.delete_instance)
+    registry.orchestration(health_monitor.NAME, version=v1.VERSION)(v1.health_monitor)
+    registry.orchestration(reconciler.NAME, version=v1.VERSION)(v1.reconciler)
     registry.orchestration(create_instance.NAME, version=create_instance.VERSION)(
         create_instance.create_instance
     )

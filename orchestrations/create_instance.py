@@ -1,8 +1,9 @@
 """CreateInstance: deploy → wait ready → connection string → running → start its health monitor.
 
-If the deploy keeps failing or the instance never becomes ready before the deadline, the
-orchestration removes what it created, records the instance as failed with the reason, and
-ends Failed — so a failed create leaves no resources behind.
+If anything fails — the deploy keeps failing, the instance never becomes ready before the
+deadline, a result cannot be read — the orchestration removes what it created, records the
+instance as failed with the reason (which releases its name), and ends Failed: a failed create
+leaves no resources behind.
 """
 
 from __future__ import annotations
@@ -17,14 +18,22 @@ from activities import (
     GET_INSTANCE_STATUS,
     UPDATE_METADATA,
 )
+from activities.results import ConnectionResult, InstanceStatusResult
 from durable_engine import OrchestrationContext, TaskFailedError
-from toygres.models import InstanceState
+from toygres.models import InstanceState, load_stored
 
 from .inputs import CreateInstanceInput
-from .steps import PLATFORM_RETRY, mark_failed, platform_retry, start_health_monitor
+from .steps import (
+    PLATFORM_RETRY,
+    failure_reason,
+    mark_failed,
+    platform_retry,
+    set_state,
+    start_health_monitor,
+)
 
 NAME = "CreateInstance"
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 
 
 class InstanceNotReadyError(Exception):
@@ -32,7 +41,7 @@ class InstanceNotReadyError(Exception):
 
 
 async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dict[str, Any]:
-    params = CreateInstanceInput.model_validate(raw)
+    params = load_stored(CreateInstanceInput, raw)
     config = params.config.model_dump(mode="json")
     instance_id = str(params.config.instance_id)
     deploy_retry = platform_retry(params.deploy_attempts)
@@ -43,47 +52,49 @@ async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
         ctx.set_custom_status({"phase": "waiting for readiness"})
         deadline = ctx.utc_now() + timedelta(seconds=params.readiness_deadline_seconds)
         while True:
-            status = await ctx.schedule_activity(GET_INSTANCE_STATUS, config, retry=PLATFORM_RETRY)
-            if status["ready"] and status["endpoint"]:
+            status = InstanceStatusResult.model_validate(
+                await ctx.schedule_activity(GET_INSTANCE_STATUS, config, retry=PLATFORM_RETRY)
+            )
+            if status.ready and status.endpoint is not None:
+                endpoint = status.endpoint
                 break
             if ctx.utc_now() >= deadline:
                 raise InstanceNotReadyError(
                     f"the instance did not become ready within {params.readiness_deadline_seconds:g} s "
-                    f"(last phase {status['phase']}: {status['message']})"
+                    f"(last phase {status.phase}: {status.message})"
                 )
             await ctx.schedule_timer(timedelta(seconds=params.readiness_poll_seconds))
 
         ctx.set_custom_status({"phase": "recording connection"})
-        conn = await ctx.schedule_activity(
-            GENERATE_CONNECTION_STRING, {"config": config, "endpoint": status["endpoint"]}
+        conn = ConnectionResult.model_validate(
+            await ctx.schedule_activity(
+                GENERATE_CONNECTION_STRING, {"config": config, "endpoint": endpoint.model_dump(mode="json")}
+            )
         )
         await ctx.schedule_activity(
             UPDATE_METADATA,
-            {"op": "connection", "instance_id": instance_id, "host": conn["host"], "port": conn["port"]},
+            {"op": "connection", "instance_id": instance_id, "host": conn.host, "port": conn.port},
             retry=PLATFORM_RETRY,
         )
-        await ctx.schedule_activity(
-            UPDATE_METADATA,
-            {"op": "state", "instance_id": instance_id, "state": InstanceState.RUNNING.value},
-            retry=PLATFORM_RETRY,
-        )
-    except (TaskFailedError, InstanceNotReadyError) as exc:
-        reason = str(exc)
+        await set_state(ctx, instance_id, InstanceState.RUNNING)
+    except Exception as exc:  # any failure, not only a failed activity, runs the cleanup
+        reason = failure_reason(exc)
         ctx.set_custom_status({"phase": "cleaning up after failure", "reason": reason})
         try:
             await ctx.schedule_activity(DELETE_POSTGRES, config, retry=deploy_retry)
         except TaskFailedError as cleanup:
             # the instance is failed either way; say that resources may remain and how to retry
             reason += f"; cleaning up failed too ({cleanup}): delete the instance to retry the cleanup"
-        await mark_failed(ctx, instance_id, reason)
+        # only from creating: a delete that began meanwhile owns the state from then on
+        await mark_failed(ctx, instance_id, reason, expected_from=[InstanceState.CREATING])
         raise
 
-    monitor_id = await start_health_monitor(ctx, params.config, params.health_interval_seconds)
+    monitor_id = start_health_monitor(ctx, params.config, params.health_interval_seconds)
     ctx.set_custom_status({"phase": "running"})
     return {
         "instance_id": instance_id,
         "state": InstanceState.RUNNING.value,
-        "connection_string": conn["connection_string"],
-        "password_hint": conn["password_hint"],
+        "connection_string": conn.connection_string,
+        "password_hint": conn.password_hint,
         "health_monitor_id": monitor_id,
     }

@@ -1,52 +1,98 @@
-"""DeleteInstance: metadata deleting → stop the monitor (and a running create) → delete → deleted."""
+"""DeleteInstance: deleting → stop the create and the monitor → wait for the create → delete → deleted.
+
+A create may still be deploying when the delete begins. The delete marks the instance
+``deleting`` first, so no deploy that starts afterwards does anything (deploys check the state
+inside the instance lock); it stops the create, waits for it to settle, and then removes the
+resources inside the same lock, so a deploy still in flight finishes before the removal starts
+and whatever it made is removed too.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from activities import DELETE_POSTGRES, GET_INSTANCE_RECORD, STOP_ORCHESTRATION, UPDATE_METADATA
-from durable_engine import OrchestrationContext, TaskFailedError
-from toygres.models import InstanceState
+from activities import (
+    DELETE_POSTGRES,
+    GET_INSTANCE_RECORD,
+    GET_OPERATION_STATUS,
+    STOP_ORCHESTRATION,
+    UPDATE_METADATA,
+)
+from activities.results import DeleteResult, OperationStatusResult
+from durable_engine import OrchestrationContext
+from toygres.models import InstanceMetadata, InstanceState, health_monitor_id, load_stored
 
 from .inputs import DeleteInstanceInput
-from .steps import PLATFORM_RETRY, mark_failed, platform_retry
+from .steps import PLATFORM_RETRY, failure_reason, mark_deleted, mark_failed, platform_retry, set_state
 
 NAME = "DeleteInstance"
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 
 
 async def delete_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dict[str, Any]:
-    params = DeleteInstanceInput.model_validate(raw)
-    config = params.config.model_dump(mode="json")
+    params = load_stored(DeleteInstanceInput, raw)
     instance_id = str(params.config.instance_id)
 
+    try:  # any step that fails leaves the instance failed (with the reason), not deleting forever
+        removed = await _delete(ctx, params, instance_id)
+    except Exception as exc:
+        reason = f"deleting the instance failed ({failure_reason(exc)}); delete the instance again to retry"
+        ctx.set_custom_status({"phase": "failed", "reason": reason})
+        await mark_failed(ctx, instance_id, reason, expected_from=[InstanceState.DELETING])
+        raise
+    await mark_deleted(ctx, instance_id)
+    ctx.set_custom_status({"phase": "deleted"})
+    return {"instance_id": instance_id, "state": InstanceState.DELETED.value, "removed": removed.removed}
+
+
+async def _delete(ctx: OrchestrationContext, params: DeleteInstanceInput, instance_id: str) -> DeleteResult:
     ctx.set_custom_status({"phase": "marking deleting"})
+    # the operation records itself: whoever started it may have died before recording it
     await ctx.schedule_activity(
         UPDATE_METADATA,
-        {"op": "state", "instance_id": instance_id, "state": InstanceState.DELETING.value},
+        {"op": "delete_operation", "instance_id": instance_id, "operation_id": ctx.instance_id},
         retry=PLATFORM_RETRY,
     )
-    record = await ctx.schedule_activity(GET_INSTANCE_RECORD, instance_id, retry=PLATFORM_RETRY)
-    stops = [params.create_operation_id, (record or {}).get("health_monitor_id")]
-    ctx.set_custom_status({"phase": "stopping monitors"})
-    for orchestration_id in [s for s in stops if s]:
+    await set_state(ctx, instance_id, InstanceState.DELETING)
+    raw_record = await ctx.schedule_activity(GET_INSTANCE_RECORD, instance_id, retry=PLATFORM_RETRY)
+    record = load_stored(InstanceMetadata, raw_record) if raw_record is not None else None
+    stops = [
+        params.create_operation_id,
+        record.health_monitor_id if record else None,
+        health_monitor_id(instance_id),
+    ]
+    ctx.set_custom_status({"phase": "stopping the create and the health monitor"})
+    for orchestration_id in dict.fromkeys(s for s in stops if s):
         await ctx.schedule_activity(
             STOP_ORCHESTRATION,
             {"instance_id": orchestration_id, "reason": f"instance {instance_id} is being deleted"},
             retry=PLATFORM_RETRY,
         )
+    if params.create_operation_id:
+        ctx.set_custom_status({"phase": "waiting for the create to stop"})
+        await wait_until_settled(ctx, params.create_operation_id, params)
 
     ctx.set_custom_status({"phase": "deleting resources"})
-    try:
-        removed = await ctx.schedule_activity(
-            DELETE_POSTGRES, config, retry=platform_retry(params.delete_attempts)
-        )
-    except TaskFailedError as exc:
-        reason = f"deleting the resources failed ({exc}); delete the instance again to retry"
-        await mark_failed(ctx, instance_id, reason)
-        raise
-    await ctx.schedule_activity(
-        UPDATE_METADATA, {"op": "deleted", "instance_id": instance_id}, retry=PLATFORM_RETRY
+    config = params.config.model_dump(mode="json")
+    return DeleteResult.model_validate(
+        await ctx.schedule_activity(DELETE_POSTGRES, config, retry=platform_retry(params.delete_attempts))
     )
-    ctx.set_custom_status({"phase": "deleted"})
-    return {"instance_id": instance_id, "state": InstanceState.DELETED.value, "removed": removed["removed"]}
+
+
+async def wait_until_settled(
+    ctx: OrchestrationContext, operation_id: str, params: DeleteInstanceInput
+) -> bool:
+    """Wait (durable timers) until the orchestration has ended or does not exist; False if it never did.
+
+    Bounded: a create that does not settle in time is deleted from under anyway, because the
+    instance lock keeps its deploys from starting anything once the state is ``deleting``.
+    """
+    for _ in range(params.settle_polls + 1):
+        status = OperationStatusResult.model_validate(
+            await ctx.schedule_activity(GET_OPERATION_STATUS, operation_id, retry=PLATFORM_RETRY)
+        )
+        if not status.exists or status.terminal:
+            return True
+        await ctx.schedule_timer(timedelta(seconds=params.settle_poll_seconds))
+    return False

@@ -8,7 +8,8 @@ from toygres.models import DeploymentConfig
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # tolerant: history written by a newer version (then rolled back) may carry fields we do not know
+    model_config = ConfigDict(extra="ignore")
 
 
 class CreateInstanceInput(_Input):
@@ -25,6 +26,9 @@ class DeleteInstanceInput(_Input):
     create_operation_id: str | None = None
     #: attempts at removing the resources before the delete fails (and can be retried)
     delete_attempts: int = Field(default=5, ge=1)
+    #: how often, and how many times, to look whether a stopped create has settled
+    settle_poll_seconds: float = Field(default=2, gt=0)
+    settle_polls: int = Field(default=150, ge=0)
 
 
 class HealthMonitorInput(_Input):
@@ -36,6 +40,13 @@ class HealthMonitorInput(_Input):
 
 class ReconcilerInput(_Input):
     health_interval_seconds: float = Field(default=30, gt=0)
+    #: a ``creating`` row without its operation is failed once it is this old
+    stuck_after_seconds: float = Field(default=600, ge=0)
+    #: attempts of a delete the reconciler resumes
+    delete_attempts: int = Field(default=5, ge=1)
+    #: retention of health checks, and of deleted instances with their operations
+    health_check_retention_seconds: float = Field(default=7 * 86400, gt=0)
+    deleted_retention_seconds: float = Field(default=30 * 86400, gt=0)
 
 
 class CertificateRotationInput(_Input):

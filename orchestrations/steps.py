@@ -10,8 +10,9 @@ from datetime import timedelta
 
 from activities import UPDATE_METADATA
 from activities.errors import NON_RETRYABLE
-from durable_engine import OrchestrationContext, RetryPolicy
-from toygres.models import DeploymentConfig, InstanceState
+from activities.results import MetadataResult
+from durable_engine import OrchestrationContext, RetryPolicy, TaskFailedError
+from toygres.models import DeploymentConfig, InstanceState, health_monitor_id
 
 from .inputs import HealthMonitorInput
 
@@ -32,31 +33,60 @@ def platform_retry(attempts: int) -> RetryPolicy:
 PLATFORM_RETRY = platform_retry(5)
 
 
-async def mark_failed(ctx: OrchestrationContext, instance_id: str, reason: str) -> None:
-    await ctx.schedule_activity(
-        UPDATE_METADATA,
-        {"op": "state", "instance_id": instance_id, "state": InstanceState.FAILED.value, "reason": reason},
-        retry=PLATFORM_RETRY,
+async def set_state(
+    ctx: OrchestrationContext,
+    instance_id: str,
+    state: InstanceState,
+    *,
+    reason: str | None = None,
+    expected_from: list[InstanceState] | None = None,
+) -> MetadataResult:
+    op: dict[str, object] = {"op": "state", "instance_id": instance_id, "state": state.value}
+    if reason is not None:
+        op["reason"] = reason
+    if expected_from is not None:
+        op["expected_from"] = [s.value for s in expected_from]
+    return MetadataResult.model_validate(
+        await ctx.schedule_activity(UPDATE_METADATA, op, retry=PLATFORM_RETRY)
     )
 
 
-async def start_health_monitor(
-    ctx: OrchestrationContext, config: DeploymentConfig, interval_seconds: float
-) -> str:
-    """Start a detached HealthMonitor for the instance and record its id; returns the id.
+async def mark_failed(
+    ctx: OrchestrationContext, instance_id: str, reason: str, *, expected_from: list[InstanceState]
+) -> bool:
+    """Record the failure from the states given (the state the failing step left the instance in);
+    False when that was not possible (the instance moved on, or the store is unreachable)."""
+    try:
+        await set_state(ctx, instance_id, InstanceState.FAILED, reason=reason, expected_from=expected_from)
+    except TaskFailedError:
+        return False  # what is left stuck, the reconciler ends (FindStuckInstances)
+    return True
 
-    Each monitor generation gets a fresh id, so a restarted monitor never collides with a dead one.
+
+def failure_reason(exc: BaseException, limit: int = 1000) -> str:
+    """An exception as a failure reason for the metadata: its message, bounded."""
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def mark_deleted(ctx: OrchestrationContext, instance_id: str) -> None:
+    await ctx.schedule_activity(
+        UPDATE_METADATA, {"op": "deleted", "instance_id": instance_id}, retry=PLATFORM_RETRY
+    )
+
+
+def monitor_input(config: DeploymentConfig, interval_seconds: float) -> dict[str, object]:
+    return HealthMonitorInput(config=config, interval_seconds=interval_seconds).model_dump(mode="json")
+
+
+def start_health_monitor(ctx: OrchestrationContext, config: DeploymentConfig, interval_seconds: float) -> str:
+    """Start the instance's detached HealthMonitor under its deterministic id; returns the id.
+
+    The id is recorded with the row when the instance is created, so nothing is left to record
+    here, and a reconciler that starts the same monitor in the meantime starts the same instance.
     """
-    instance_id = str(config.instance_id)
-    monitor_input = HealthMonitorInput(config=config, interval_seconds=interval_seconds)
-    monitor_id = ctx.start_orchestration(
+    return ctx.start_orchestration(
         HEALTH_MONITOR,
-        monitor_input.model_dump(mode="json"),
-        instance_id=f"health-{instance_id}-{ctx.new_uuid()[:8]}",
+        monitor_input(config, interval_seconds),
+        instance_id=health_monitor_id(config.instance_id),
     )
-    await ctx.schedule_activity(
-        UPDATE_METADATA,
-        {"op": "health_monitor", "instance_id": instance_id, "monitor_id": monitor_id},
-        retry=PLATFORM_RETRY,
-    )
-    return monitor_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -406,3 +407,110 @@ def test_deleting_a_service_answers_with_the_object_like_the_real_server(core: c
     status = core.delete_namespaced_secret(secret.metadata.name, "svc")  # others answer a Status
     body = status if isinstance(status, dict) else status.to_dict()
     assert body["kind"] == "Status" and body["status"] == "Success"
+
+
+def test_apply_conflicts_with_another_field_manager_are_409s_until_forced(core: client.CoreV1Api) -> None:
+    core.create_namespace({"metadata": {"name": "owners"}})
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "pg", "labels": {"team": "a"}},
+        "spec": {"type": "ClusterIP", "selector": LABELS, "ports": [{"port": 5432, "name": "postgres"}]},
+    }
+    applied = core.patch_namespaced_service(
+        "pg", "owners", service, field_manager="toygres", _content_type="application/apply-patch+yaml"
+    )
+    managers = {m.manager: m for m in applied.metadata.managed_fields}
+    assert managers["toygres"].operation == "Apply" and "f:spec" in managers["toygres"].fields_v1
+    # someone else changes a field toygres applied
+    core.patch_namespaced_service(
+        "pg", "owners", {"metadata": {"labels": {"team": "b"}}}, field_manager="kubectl-edit"
+    )
+
+    with pytest.raises(ApiException) as refused:
+        core.patch_namespaced_service(
+            "pg", "owners", service, field_manager="toygres", _content_type="application/apply-patch+yaml"
+        )
+    assert refused.value.status == 409
+    body = json.loads(refused.value.body)
+    assert body["reason"] == "Conflict" and 'conflict with "kubectl-edit"' in body["message"]
+    assert body["details"]["causes"] == [
+        {
+            "reason": "FieldManagerConflict",
+            "message": 'conflict with "kubectl-edit" using v1',
+            "field": ".metadata.labels.team",
+        }
+    ]
+    # an apply that agrees with the other manager's value is no conflict; force takes the field back
+    core.patch_namespaced_service(
+        "pg",
+        "owners",
+        {**service, "metadata": {"name": "pg", "labels": {"team": "b"}}},
+        field_manager="toygres",
+        _content_type="application/apply-patch+yaml",
+    )
+    forced = core.patch_namespaced_service(
+        "pg",
+        "owners",
+        service,
+        field_manager="toygres",
+        force=True,
+        _content_type="application/apply-patch+yaml",
+    )
+    assert forced.metadata.labels["team"] == "a"
+    core.patch_namespaced_service(  # no conflict any more: toygres owns the label again
+        "pg", "owners", service, field_manager="toygres", _content_type="application/apply-patch+yaml"
+    )
+
+
+def test_claims_follow_the_statefulset_retention_policy(
+    core: client.CoreV1Api, apps: client.AppsV1Api
+) -> None:
+    core.create_namespace({"metadata": {"name": "retention"}})
+    core.create_namespaced_secret(
+        "retention",
+        client.V1Secret(metadata=client.V1ObjectMeta(name="pg-secret"), string_data={"password": "pw"}),
+    )
+    body = statefulset()
+    body["spec"]["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Delete", "whenScaled": "Retain"}
+    owner = apply(apps, body, "retention").metadata.uid
+
+    def owned_claim() -> client.V1PersistentVolumeClaim | None:
+        claims = core.list_namespaced_persistent_volume_claim("retention").items
+        refs = [r.uid for c in claims for r in (c.metadata.owner_references or [])]
+        return claims[0] if claims and refs == [owner] else None
+
+    wait_for("an owned claim", owned_claim)
+    body["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] = "Retain"
+    apply(apps, body, "retention")
+    wait_for(
+        "the claim to be let go",
+        lambda: [
+            c
+            for c in core.list_namespaced_persistent_volume_claim("retention").items
+            if not c.metadata.owner_references
+        ],
+    )
+    apps.delete_namespaced_stateful_set("pg", "retention")
+    wait_for("the pod to go", lambda: not core.list_namespaced_pod("retention").items or None)
+    time.sleep(0.5)
+    assert [c.metadata.name for c in core.list_namespaced_persistent_volume_claim("retention").items] == [
+        "data-pg-0"
+    ]
+
+
+def test_a_pod_can_take_its_time_to_terminate(
+    kube_apiserver: KubeApiServer, core: client.CoreV1Api, apps: client.AppsV1Api
+) -> None:
+    deploy_instance(core, apps, "slow")
+    wait_for("pod ready", lambda: pod_ready(core, "slow", "pg-0"))
+    kube_apiserver.pod_termination_delay = 2
+    uid = core.read_namespaced_pod("pg-0", "slow").metadata.uid
+    started = time.monotonic()
+    core.delete_namespaced_pod("pg-0", "slow")
+    assert core.read_namespaced_pod("pg-0", "slow").metadata.deletion_timestamp is not None
+    wait_for(
+        "the pod to be gone",
+        lambda: uid not in [p.metadata.uid for p in core.list_namespaced_pod("slow").items] or None,
+    )
+    assert time.monotonic() - started >= 2  # the StatefulSet then makes a new pg-0

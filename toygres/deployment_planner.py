@@ -23,11 +23,9 @@ from toygres.models import (
     ServiceType,
     make_k8s_name,
     service_dns_names,
+    tls_secret_name,
 )
 from toygres.settings import KubernetesSettings, Settings
-
-#: the Secret holding an instance's server certificate is named after the instance plus this
-TLS_SECRET_SUFFIX = "-tls"
 
 
 class PlacementError(ValueError):
@@ -104,7 +102,7 @@ def build_deployment_config(
 def instance_tls(k8s_name: str, kube: KubernetesSettings) -> InstanceTls:
     """The certificate names of an instance's Service, and the Secret its certificate lives in."""
     names = service_dns_names(k8s_name, kube.namespace, kube.cluster_domain)
-    return InstanceTls(server_name=names[0], dns_names=names, secret_name=f"{k8s_name}{TLS_SECRET_SUFFIX}")
+    return InstanceTls(server_name=names[0], dns_names=names, secret_name=tls_secret_name(k8s_name))
 
 
 def _image(version: str, repository: str, catalog: ImageCatalog | None) -> str:

@@ -19,8 +19,8 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -39,10 +39,13 @@ from toygres.models import (
     InstanceState,
     ListInstancesResponse,
     allowed_predecessors,
+    health_monitor_id,
+    load_stored,
 )
 
 __all__ = [
     "DuplicateInstanceName",
+    "InstanceDeleted",
     "InstanceNotFound",
     "InvalidCursor",
     "InvalidStateTransition",
@@ -51,6 +54,8 @@ __all__ = [
 ]
 
 MAX_PAGE_SIZE = 500
+#: class id of the per-instance advisory locks (two-key form; the engine uses a class of its own)
+INSTANCE_LOCK_CLASS = 0x5447
 
 
 class MetadataError(Exception):
@@ -81,6 +86,14 @@ class InvalidStateTransition(MetadataError):
         self.target = target
 
 
+class InstanceDeleted(MetadataError):
+    """The instance is deleted: its row is history and takes no writes."""
+
+    def __init__(self, instance_id: UUID) -> None:
+        super().__init__(f"instance {instance_id} is deleted; it takes no changes")
+        self.instance_id = instance_id
+
+
 class InvalidCursor(MetadataError, ValueError):
     def __init__(self) -> None:
         super().__init__("cursor is not valid: pass the next_cursor of a previous page")
@@ -105,7 +118,24 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 def _instance(row: DictRow) -> InstanceMetadata:
-    return InstanceMetadata.model_validate(row)
+    # tolerant: a newer version may have written JSON fields (config, password ref) we do not know
+    return load_stored(InstanceMetadata, row)
+
+
+#: constraint names the schema's lifecycle trigger raises check_violation with (migration 0004)
+_DELETED_IS_FINAL = "instances_deleted_is_final"
+_STATE_TRANSITION = "instances_state_transition"
+
+
+@contextmanager
+def _refusals(instance_id: UUID) -> Iterator[None]:
+    """Turn the lifecycle trigger's refusal of a write to a deleted row into ``InstanceDeleted``."""
+    try:
+        yield
+    except errors.CheckViolation as exc:
+        if exc.diag.constraint_name == _DELETED_IS_FINAL:
+            raise InstanceDeleted(instance_id) from None
+        raise
 
 
 class MetadataRepository:
@@ -122,6 +152,7 @@ class MetadataRepository:
         self.schema = schema
         self._instances = sql.Identifier(schema, "instances")
         self._checks = sql.Identifier(schema, "health_checks")
+        self._state_type = sql.Identifier(schema, "instance_state")
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -139,7 +170,9 @@ class MetadataRepository:
                     yield cur
 
     def _q(self, template: str) -> sql.Composed:
-        return sql.SQL(template).format(instances=self._instances, checks=self._checks)
+        return sql.SQL(template).format(
+            instances=self._instances, checks=self._checks, state=self._state_type
+        )
 
     async def _fetch_instance(self, cur: psycopg.AsyncCursor[DictRow], instance_id: UUID) -> InstanceMetadata:
         await cur.execute(self._q("SELECT * FROM {instances} WHERE id = %s"), (instance_id,))
@@ -149,20 +182,50 @@ class MetadataRepository:
         return _instance(row)
 
     async def _update_returning(self, template: str, params: dict[str, Any]) -> InstanceMetadata:
-        async with self._cursor() as cur:
-            await cur.execute(self._q(template), params)
-            row = await cur.fetchone()
+        with _refusals(params["id"]):
+            async with self._cursor() as cur:
+                await cur.execute(self._q(template), params)
+                row = await cur.fetchone()
         if row is None:
             raise InstanceNotFound(params["id"])
         return _instance(row)
+
+    # -- the per-instance lock -----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def instance_lock(self, instance_id: UUID | str) -> AsyncIterator[InstanceMetadata | None]:
+        """Hold the instance's lock for the block; yields its row as read under the lock (or None).
+
+        Every change a runtime makes to an instance (deploy, delete, orphan removal) runs inside
+        this lock, so a delete waits for a deploy in flight and a deploy that comes later reads the
+        ``deleting`` state the delete wrote before it. It lives in PostgreSQL because the instances
+        of one control plane are changed from many processes and hosts (Functions workers).
+
+        A transaction-level advisory lock: it ends with the block however the block ends (an
+        exception, a cancelled task, a dropped connection), so a pooled connection never keeps
+        it. Keyed by the id's text, so ids that are not UUIDs (hand-made objects) lock too.
+        """
+        key = str(instance_id)
+        async with self._cursor() as cur:
+            await cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (INSTANCE_LOCK_CLASS, key))
+            try:
+                uuid = UUID(key)
+            except ValueError:
+                yield None
+                return
+            await cur.execute(self._q("SELECT * FROM {instances} WHERE id = %s"), (uuid,))
+            row = await cur.fetchone()
+            yield None if row is None else _instance(row)
 
     # -- instances ----------------------------------------------------------------------------
 
     async def create_instance(
         self, config: DeploymentConfig, *, create_orchestration_id: str | None = None
     ) -> InstanceMetadata:
-        """Record a new instance in state ``creating``.
+        """Record a new instance in state ``creating``, with the id its health monitor will have.
 
+        The monitor id is deterministic and recorded up front, so no reconciler pass ever sees a
+        running instance without one (and starts a second monitor in that gap).
         Repeating the call with the same ``config.instance_id`` returns the existing row.
         Raises ``DuplicateInstanceName`` while another non-deleted instance has the name.
         """
@@ -182,6 +245,7 @@ class MetadataRepository:
             "database": config.database,
             "username": config.username,
             "create_orchestration_id": create_orchestration_id,
+            "health_monitor_id": health_monitor_id(config.instance_id),
             "deployment_config": Jsonb(config.model_dump(mode="json")),
         }
         columns = list(params)
@@ -215,11 +279,36 @@ class MetadataRepository:
             row = await cur.fetchone()
         return None if row is None else _instance(row)
 
-    async def get_instance_by_name(self, name: str) -> InstanceMetadata | None:
-        """The non-deleted instance with this user-facing name, if any."""
+    async def get_instances(self, instance_ids: Iterable[UUID]) -> dict[UUID, InstanceMetadata]:
+        """The rows of these ids that exist (any state), by id."""
+        ids = sorted(set(instance_ids))
+        if not ids:
+            return {}
+        async with self._cursor() as cur:
+            await cur.execute(self._q("SELECT * FROM {instances} WHERE id = ANY(%s)"), (ids,))
+            rows = await cur.fetchall()
+        return {instance.id: instance for instance in map(_instance, rows)}
+
+    async def namespaces_in_use(self) -> list[str]:
+        """Every Kubernetes namespace an instance was ever placed in (where orphans may hide)."""
         async with self._cursor() as cur:
             await cur.execute(
-                self._q("SELECT * FROM {instances} WHERE name = %s AND deleted_at IS NULL"), (name,)
+                self._q(
+                    "SELECT DISTINCT k8s_namespace FROM {instances} WHERE k8s_namespace IS NOT NULL"
+                    " ORDER BY 1"
+                )
+            )
+            rows = await cur.fetchall()
+        return [str(row["k8s_namespace"]) for row in rows]
+
+    async def get_instance_by_name(self, name: str) -> InstanceMetadata | None:
+        """The instance that holds this user-facing name (not deleted, not a failed create), if any."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q(
+                    "SELECT * FROM {instances} WHERE name = %s AND deleted_at IS NULL AND NOT name_released"
+                ),
+                (name,),
             )
             row = await cur.fetchone()
         return None if row is None else _instance(row)
@@ -249,12 +338,41 @@ class MetadataRepository:
 
         Deleted instances are left out unless ``include_deleted`` or ``state=deleted``.
         """
+        query, params = self.list_query(state, limit, cursor, include_deleted=include_deleted)
+        async with self._cursor() as cur:
+            await cur.execute(query, params)
+            rows = await cur.fetchall()
+        items = [_instance(r) for r in rows[:limit]]
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+        return ListInstancesResponse(items=items, next_cursor=next_cursor)
+
+    async def list_instances_in_states(self, states: Iterable[InstanceState]) -> list[InstanceMetadata]:
+        """Every instance in one of ``states``, oldest first (the reconciler's scans)."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q("SELECT * FROM {instances} WHERE state = ANY(%s::{state}[]) ORDER BY created_at, id"),
+                ([s.value for s in states],),
+            )
+            rows = await cur.fetchall()
+        return [_instance(r) for r in rows]
+
+    def list_query(
+        self,
+        state: InstanceState | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        *,
+        include_deleted: bool = False,
+    ) -> tuple[sql.Composed, dict[str, Any]]:
+        """The SQL and parameters of one :meth:`list_instances` page (one row more than ``limit``,
+        to tell whether another page follows); public so its plan can be checked with EXPLAIN."""
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
         conditions: list[sql.Composable] = [sql.SQL("TRUE")]
         params: dict[str, Any] = {"limit": limit + 1}
         if state is not None:
-            conditions.append(sql.SQL("state::text = %(state)s"))
+            # the enum itself, no cast on the column: instances_state_page_idx applies
+            conditions.append(sql.SQL("state = %(state)s::{state}").format(state=self._state_type))
             params["state"] = state.value
         elif not include_deleted:
             conditions.append(sql.SQL("deleted_at IS NULL"))
@@ -264,12 +382,7 @@ class MetadataRepository:
         query = sql.SQL(
             "SELECT * FROM {table} WHERE {where} ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
         ).format(table=self._instances, where=sql.SQL(" AND ").join(conditions))
-        async with self._cursor() as cur:
-            await cur.execute(query, params)
-            rows = await cur.fetchall()
-        items = [_instance(r) for r in rows[:limit]]
-        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
-        return ListInstancesResponse(items=items, next_cursor=next_cursor)
+        return query, params
 
     async def list_running_instances(self) -> list[InstanceMetadata]:
         """Every instance in state ``running`` (the reconciler checks each has a live monitor)."""
@@ -297,8 +410,10 @@ class MetadataRepository:
         is stored as the failure reason; moving to ``deleted`` stamps ``deleted_at``, which frees
         the name.
         """
-        sources = frozenset(expected_from) if expected_from is not None else allowed_predecessors(state)
-        sources -= {InstanceState.DELETED}  # terminal, whatever the caller expects
+        # a caller may narrow the machine, never widen it (the schema's trigger refuses that too)
+        sources = allowed_predecessors(state)
+        if expected_from is not None:
+            sources &= frozenset(expected_from)
         params = {
             "id": instance_id,
             "state": state.value,
@@ -307,6 +422,19 @@ class MetadataRepository:
             "deleting": state is InstanceState.DELETED,
             "sources": sorted(s.value for s in sources),
         }
+        try:
+            return await self._update_state(instance_id, state, params)
+        except errors.CheckViolation as exc:
+            if exc.diag.constraint_name not in (_DELETED_IS_FINAL, _STATE_TRANSITION):
+                raise
+            current = await self.get_instance(instance_id)
+            if current is None:
+                raise InstanceNotFound(instance_id) from None
+            raise InvalidStateTransition(instance_id, current.state, state) from None
+
+    async def _update_state(
+        self, instance_id: UUID, state: InstanceState, params: dict[str, Any]
+    ) -> InstanceMetadata:
         async with self._cursor() as cur:
             await cur.execute(
                 self._q(
@@ -328,10 +456,8 @@ class MetadataRepository:
         raise InvalidStateTransition(instance_id, current.state, state)
 
     async def mark_deleted(self, instance_id: UUID) -> InstanceMetadata:
-        """Move the instance to ``deleted`` from any state (idempotent); its name becomes free."""
-        return await self.update_state(
-            instance_id, InstanceState.DELETED, expected_from=set(InstanceState) - {InstanceState.DELETED}
-        )
+        """Move the instance from ``deleting`` to ``deleted`` (idempotent); its name becomes free."""
+        return await self.update_state(instance_id, InstanceState.DELETED)
 
     async def set_connection_info(
         self,
@@ -392,6 +518,34 @@ class MetadataRepository:
             row = await cur.fetchone()
         return None if row is None else _instance(row)
 
+    async def claim_delete_operation(self, instance_id: UUID, previous: str | None, operation_id: str) -> str:
+        """Compare-and-set the delete operation from ``previous`` to ``operation_id``.
+
+        Returns the id recorded afterwards: ``operation_id``, or whatever a concurrent caller
+        recorded first (with deterministic ids, the same one). Raises ``InstanceNotFound`` and
+        ``InstanceDeleted``.
+        """
+        with _refusals(instance_id):
+            return await self._claim_delete_operation(instance_id, previous, operation_id)
+
+    async def _claim_delete_operation(
+        self, instance_id: UUID, previous: str | None, operation_id: str
+    ) -> str:
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q(
+                    "UPDATE {instances} SET delete_orchestration_id = %(op)s WHERE id = %(id)s"
+                    " AND delete_orchestration_id IS NOT DISTINCT FROM %(previous)s"
+                    " RETURNING delete_orchestration_id"
+                ),
+                {"id": instance_id, "op": operation_id, "previous": previous},
+            )
+            row = await cur.fetchone()
+            if row is None:
+                row = (await self._fetch_instance(cur, instance_id)).model_dump()
+        recorded = row["delete_orchestration_id"]
+        return str(recorded) if recorded is not None else operation_id
+
     # -- health checks ------------------------------------------------------------------------
 
     async def record_health_check(self, instance_id: UUID, result: HealthCheckResult) -> HealthCheckRecord:
@@ -409,41 +563,45 @@ class MetadataRepository:
             "message": result.message,
         }
         try:
-            async with self._cursor() as cur:
+            with _refusals(instance_id):
+                return await self._record_health_check(params)
+        except errors.ForeignKeyViolation:
+            raise InstanceNotFound(instance_id) from None
+
+    async def _record_health_check(self, params: dict[str, Any]) -> HealthCheckRecord:
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q(
+                    "INSERT INTO {checks} (instance_id, checked_at, status, latency_ms, server_version,"
+                    " message) VALUES (%(instance_id)s, %(checked_at)s, %(status)s, %(latency_ms)s,"
+                    " %(server_version)s, %(message)s)"
+                    " ON CONFLICT (instance_id, checked_at) DO NOTHING RETURNING *"
+                ),
+                params,
+            )
+            row = await cur.fetchone()
+            if row is None:
                 await cur.execute(
                     self._q(
-                        "INSERT INTO {checks} (instance_id, checked_at, status, latency_ms, server_version,"
-                        " message) VALUES (%(instance_id)s, %(checked_at)s, %(status)s, %(latency_ms)s,"
-                        " %(server_version)s, %(message)s)"
-                        " ON CONFLICT (instance_id, checked_at) DO NOTHING RETURNING *"
+                        "SELECT * FROM {checks} WHERE instance_id = %(instance_id)s"
+                        " AND checked_at = %(checked_at)s"
                     ),
                     params,
                 )
                 row = await cur.fetchone()
-                if row is None:
-                    await cur.execute(
-                        self._q(
-                            "SELECT * FROM {checks} WHERE instance_id = %(instance_id)s"
-                            " AND checked_at = %(checked_at)s"
-                        ),
-                        params,
-                    )
-                    row = await cur.fetchone()
-                    assert row is not None
-                    return HealthCheckRecord.model_validate(row)
-                await cur.execute(
-                    self._q(
-                        "UPDATE {instances} SET health_status = %(status)s,"
-                        " last_health_check_at = %(checked_at)s, last_health_message = %(message)s,"
-                        " last_health_latency_ms = %(latency_ms)s"
-                        " WHERE id = %(instance_id)s"
-                        " AND (last_health_check_at IS NULL OR last_health_check_at <= %(checked_at)s)"
-                    ),
-                    params,
-                )
+                assert row is not None
                 return HealthCheckRecord.model_validate(row)
-        except errors.ForeignKeyViolation:
-            raise InstanceNotFound(instance_id) from None
+            await cur.execute(
+                self._q(
+                    "UPDATE {instances} SET health_status = %(status)s,"
+                    " last_health_check_at = %(checked_at)s, last_health_message = %(message)s,"
+                    " last_health_latency_ms = %(latency_ms)s"
+                    " WHERE id = %(instance_id)s"
+                    " AND (last_health_check_at IS NULL OR last_health_check_at <= %(checked_at)s)"
+                ),
+                params,
+            )
+            return HealthCheckRecord.model_validate(row)
 
     async def list_health_checks(self, instance_id: UUID, limit: int = 20) -> list[HealthCheckRecord]:
         """The latest ``limit`` checks of an instance, newest first."""
@@ -457,8 +615,35 @@ class MetadataRepository:
             rows = await cur.fetchall()
         return [HealthCheckRecord.model_validate(r) for r in rows]
 
-    async def prune_health_checks(self, older_than: datetime) -> int:
-        """Retention: delete checks taken before ``older_than``; returns how many went."""
+    async def prune_health_checks(self, older_than: datetime, limit: int = 10_000) -> int:
+        """Retention: delete up to ``limit`` checks taken before ``older_than``; returns how many went.
+
+        Bounded per call, so one pass never holds a long transaction; call again while it returns
+        ``limit``.
+        """
         async with self._cursor() as cur:
-            await cur.execute(self._q("DELETE FROM {checks} WHERE checked_at < %s"), (older_than,))
+            await cur.execute(
+                self._q(
+                    "DELETE FROM {checks} WHERE id IN"
+                    " (SELECT id FROM {checks} WHERE checked_at < %s LIMIT %s)"
+                ),
+                (older_than, limit),
+            )
             return cur.rowcount
+
+    async def prune_deleted_instances(
+        self, older_than: datetime, limit: int = 1000
+    ) -> list[InstanceMetadata]:
+        """Retention: remove up to ``limit`` instances deleted before ``older_than`` (their health
+        checks go with them); returns the removed rows, whose operations the caller may purge."""
+        async with self._cursor() as cur:
+            await cur.execute(
+                self._q(
+                    "DELETE FROM {instances} WHERE id IN (SELECT id FROM {instances}"
+                    " WHERE deleted_at IS NOT NULL AND deleted_at < %s ORDER BY deleted_at LIMIT %s)"
+                    " RETURNING *"
+                ),
+                (older_than, limit),
+            )
+            rows = await cur.fetchall()
+        return [_instance(r) for r in rows]

@@ -21,6 +21,7 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
+import itertools
 import os
 import re
 import shutil
@@ -45,7 +46,9 @@ __all__ = [
     "PostgresServerError",
     "Watchdog",
     "bundled_major_version",
+    "ephemeral_port_range",
     "free_port",
+    "port_is_free",
     "postgres_bin_dir",
 ]
 
@@ -123,7 +126,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def _port_is_free(host: str, port: int) -> bool:
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux: 32768-60999 by default).
+
+    A server that listens on a port from it may find the port taken by some client's connection
+    after a restart, so long-lived servers should pick theirs elsewhere.
+    """
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def port_is_free(host: str, port: int) -> bool:
     """True when ``port`` can be bound on ``host`` (SO_REUSEADDR, as PostgreSQL does)."""
     bind_host = "127.0.0.1" if host in ("*", "", "localhost") else host
     family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
@@ -190,7 +206,7 @@ class EmbeddedPostgres:
     def pid(self) -> int | None:
         """PID of the running postmaster, or None."""
         pid = self._pidfile_pid()
-        return pid if pid is not None and _alive(pid) else None
+        return pid if pid is not None and _serves(pid, self.data_dir) else None
 
     def is_running(self) -> bool:
         return self.pid is not None
@@ -213,7 +229,7 @@ class EmbeddedPostgres:
         self._write_files()
         attempts = 1 if self._port_explicit else 3
         for attempt in range(attempts):
-            if not self._port_explicit and not _port_is_free(self.host, self.port):
+            if not self._port_explicit and not port_is_free(self.host, self.port):
                 self.port = free_port(self._bind_host)
             self._write_conf()
             log_size = self.log_file.stat().st_size if self.log_file.exists() else 0
@@ -376,7 +392,7 @@ class EmbeddedPostgres:
 
         with _prepare_lock:
             try:
-                entry = pwd.getpwnam(PG_OS_USER)
+                pwd.getpwnam(PG_OS_USER)
             except KeyError:
                 subprocess.run(
                     ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_OS_USER],
@@ -385,7 +401,7 @@ class EmbeddedPostgres:
                     text=True,
                 )
                 try:
-                    entry = pwd.getpwnam(PG_OS_USER)
+                    pwd.getpwnam(PG_OS_USER)
                 except KeyError:
                     raise PostgresServerError(f"could not create OS user {PG_OS_USER!r}") from None
             install_root = self._bin.parent
@@ -393,19 +409,42 @@ class EmbeddedPostgres:
                 _make_traversable(install_root)
                 _make_tree_readable(install_root)
                 _prepared_bin_dirs.add(install_root)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        _make_traversable(self.data_dir)
-        if self.data_dir.stat().st_uid != entry.pw_uid:
-            for path in [self.data_dir, *self.data_dir.rglob("*")]:
-                os.lchown(path, entry.pw_uid, entry.pw_gid)
+        self._own_directory(self.data_dir)
+
+    def _own_directory(self, path: Path) -> None:
+        """Create ``path`` (if needed) owned by the server's OS user, reachable by it."""
+        path.mkdir(parents=True, exist_ok=True)
+        if not self._as_other_user:
+            return
+        import pwd
+
+        entry = pwd.getpwnam(PG_OS_USER)
+        _make_traversable(path)
+        if path.stat().st_uid != entry.pw_uid:
+            for item in [path, *path.rglob("*")]:
+                os.lchown(item, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def _staging_dir(self) -> Path:
+        """Where ``initdb`` works before its cluster is moved into place (see :meth:`_initdb`)."""
+        return self.data_dir.with_name(f".{self.data_dir.name}.initdb")
 
     def _initdb(self) -> None:
+        """Create the cluster in a staging directory, then move it into ``data_dir`` at once.
+
+        ``data_dir`` therefore holds either nothing or a complete cluster: an ``initdb`` killed
+        half-way (a crash, a host restart) leaves only the staging directory, which the next
+        start removes before trying again.
+        """
         if any(self.data_dir.iterdir()):
             raise PostgresServerError(f"{self.data_dir} is not empty and holds no PostgreSQL cluster")
+        staging = self._staging_dir
+        shutil.rmtree(staging, ignore_errors=True)  # the remains of an interrupted initdb
+        self._own_directory(staging)
         args = [
             str(self._bin / "initdb"),
             "-D",
-            str(self.data_dir),
+            str(staging),
             "-U",
             self.superuser,
             "--encoding=UTF8",
@@ -436,14 +475,16 @@ class EmbeddedPostgres:
         finally:
             if pw_dir is not None:
                 shutil.rmtree(pw_dir, ignore_errors=True)
-        self._write_hba()
-        with (self.data_dir / "postgresql.conf").open("a") as fh:
+        self._write_hba(staging)
+        with (staging / "postgresql.conf").open("a") as fh:
             fh.write(
                 f"\n# settings managed by toygres.pgserver (rewritten on every start)\n"
                 f"include_if_exists = '{_CONF_FILE}'\n"
             )
+        self.data_dir.rmdir()  # empty (checked above): the complete cluster takes its place
+        os.rename(staging, self.data_dir)
 
-    def _write_hba(self) -> None:
+    def _write_hba(self, cluster_dir: Path) -> None:
         """Password clusters require SCRAM on every TCP address; password-less ones
         trust loopback only, so they are never reachable from elsewhere."""
         if self._password is not None:
@@ -454,7 +495,7 @@ class EmbeddedPostgres:
             ]
         else:
             lines = ["local all all trust", "host all all 127.0.0.1/32 trust", "host all all ::1/128 trust"]
-        self._write_owned(self.data_dir / "pg_hba.conf", "\n".join(lines) + "\n")
+        self._write_owned(cluster_dir / "pg_hba.conf", "\n".join(lines) + "\n")
 
     def _write_conf(self) -> None:
         settings = {
@@ -537,7 +578,7 @@ class EmbeddedPostgres:
         start; so remove ``postmaster.pid`` and the socket lock files ourselves.
         """
         pid = self._pidfile_pid()
-        if pid is not None and not _alive(pid):
+        if pid is not None and not _serves(pid, self.data_dir):
             (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
         if (self.data_dir / "postmaster.pid").exists():
             return
@@ -547,7 +588,7 @@ class EmbeddedPostgres:
                     owner = int(lock.read_text().splitlines()[0])
                 except (OSError, IndexError, ValueError):
                     continue
-                if not _alive(owner):
+                if not _serves(owner, self.data_dir):
                     lock.unlink(missing_ok=True)
                     lock.with_suffix("").unlink(missing_ok=True)
 
@@ -561,10 +602,28 @@ class EmbeddedPostgres:
         return "\n".join(data.splitlines()[-40:])
 
 
-def _alive(pid: int) -> bool:
+def _serves(pid: int, data_dir: Path) -> bool:
+    """True when ``pid`` is a live PostgreSQL server of ``data_dir``.
+
+    A pid file outlives its server (a crash, a host restart) and the kernel reuses pids, so the
+    name alone is not enough: another instance's postmaster would pass, and stopping or killing
+    "our" server would then hit it. The process must run on this data directory: its ``-D``
+    argument, or else its working directory (a postmaster works in its data directory). A
+    negative pid is what a single-user backend (``initdb``'s) writes.
+    """
     try:
-        proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE and "postgres" in proc.name()
+        proc = psutil.Process(abs(pid)) if pid else None
+        if proc is None or proc.status() == psutil.STATUS_ZOMBIE or "postgres" not in proc.name():
+            return False
+        args = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    wanted = data_dir.resolve()
+    for flag, value in itertools.pairwise(args):
+        if flag == "-D":
+            return Path(value).resolve() == wanted
+    try:
+        return Path(proc.cwd()).resolve() == wanted
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 

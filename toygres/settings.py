@@ -290,6 +290,12 @@ class Settings(BaseSettings):
     #: the image catalog (JSON); unset: the catalog shipped in the package (toygres/image-catalog.json)
     image_catalog_file: Path | None = None
     tls: TlsSettings = Field(default_factory=TlsSettings)
+    #: retention: health checks older than this are pruned (the Reconciler does it every pass)
+    health_check_retention_days: float = Field(default=7, gt=0)
+    #: retention: deleted instances (their rows and finished operations) are pruned after this
+    deleted_instance_retention_days: float = Field(default=30, gt=0)
+    #: ports of local instances, ``low-high``; keep it out of the kernel's ephemeral range
+    local_port_range: Annotated[tuple[int, int], NoDecode] = (20000, 29999)
 
     @field_validator("engine_schema", "cms_schema")
     @classmethod
@@ -324,6 +330,24 @@ class Settings(BaseSettings):
                 "database_url must be a PostgreSQL URI (postgresql://user@host:5432/db) or a "
                 "'key=value' connection string",
             ) from None
+        return value
+
+    @field_validator("local_port_range", mode="before")
+    @classmethod
+    def _port_range(cls, value: object) -> object:
+        if isinstance(value, str):
+            low, sep, high = value.partition("-")
+            if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+                raise PydanticCustomError("port_range", "local_port_range must look like 20000-29999")
+            return int(low), int(high)
+        return value
+
+    @field_validator("local_port_range")
+    @classmethod
+    def _port_range_bounds(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not 1024 <= low <= high <= 65535:
+            raise PydanticCustomError("port_range", "local_port_range must be low-high within 1024-65535")
         return value
 
     @field_validator("local_data_dir")

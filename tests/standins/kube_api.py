@@ -7,9 +7,10 @@ really changes (so re-applying an unchanged manifest is a no-op), spec changes b
 ``metadata.generation``, immutable StatefulSet/PVC fields are rejected with 422,
 objects with finalizers (namespaces, PVCs) and pods are deleted gracefully.
 
-Not modelled: managedFields/field ownership (apply is a create-or-merge: maps merge,
-lists replace, fields dropped from a later apply are *not* removed), watches,
-pagination (``limit``/``continue`` return everything in one page).
+Field ownership is modelled in :mod:`tests.standins.kube_ownership` (``managedFields``, 409
+apply conflicts, ``force``); apply is otherwise a create-or-merge (maps merge, lists replace,
+fields dropped from a later apply are *not* removed). Not modelled: watches, pagination
+(``limit``/``continue`` return everything in one page).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from tests.standins import kube_ownership
 from tests.standins.kube_objects import (
     NAMESPACES,
     NETWORK_POLICIES,
@@ -336,7 +338,16 @@ class KubeApi:
             value = value.get(part) if isinstance(value, dict) else None
         return "" if value is None else str(value)
 
-    def create(self, res: Resource, namespace: str, body: Any, dry_run: bool = False) -> Obj:
+    def create(
+        self,
+        res: Resource,
+        namespace: str,
+        body: Any,
+        dry_run: bool = False,
+        manager: str = "unknown",
+        applied: Obj | None = None,
+    ) -> Obj:
+        """``applied``: the apply configuration, when an apply creates the object."""
         obj = self._check_type(res, body)
         meta = obj["metadata"]
         if not meta.get("name"):
@@ -365,6 +376,10 @@ class KubeApi:
                 obj.pop("status", None)
             self._prepare(res, obj, None)
             self.store.new_meta_fields(meta)
+            if applied is not None:
+                kube_ownership.record_apply(None, obj, applied, manager)
+            else:
+                kube_ownership.record_update(None, obj, manager)
             if dry_run:
                 return obj
             return self.store.put(res, obj)
@@ -427,6 +442,7 @@ class KubeApi:
         body: Any,
         subresource: str | None,
         dry_run: bool = False,
+        manager: str = "unknown",
     ) -> Obj:
         obj = self._check_type(res, body)
         with self.store.lock:
@@ -436,6 +452,9 @@ class KubeApi:
             rv = obj["metadata"].get("resourceVersion")
             if rv and rv != existing["metadata"]["resourceVersion"]:
                 raise conflict(res, name)
+            if subresource is None:
+                obj["metadata"]["managedFields"] = existing["metadata"].get("managedFields")
+                kube_ownership.record_update(existing, obj, manager)
             return self._write(res, existing, obj, subresource, dry_run)
 
     def patch(
@@ -478,8 +497,11 @@ class KubeApi:
                     if subresource:
                         raise not_found(res, name)
                     applied["metadata"]["name"] = name
-                    return 201, self.create(res, namespace, applied, dry_run)
-                merged = merge_patch(existing, _drop_nulls(applied))
+                    return 201, self.create(res, namespace, applied, dry_run, field_manager, applied)
+                config = _drop_nulls(applied)
+                kube_ownership.check_apply(existing, config, field_manager, force, res.api_version)
+                merged = merge_patch(existing, config)
+                kube_ownership.record_apply(existing, merged, config, field_manager)
                 return 200, self._write(res, existing, merged, subresource, dry_run)
             if existing is None:
                 raise not_found(res, name)
@@ -495,6 +517,8 @@ class KubeApi:
             rv = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
             if rv and rv != existing["metadata"]["resourceVersion"]:
                 raise conflict(res, name)
+            if subresource is None:
+                kube_ownership.record_update(existing, merged, field_manager or "unknown")
             return 200, self._write(res, existing, merged, subresource, dry_run)
 
     def delete(

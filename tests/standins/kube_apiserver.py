@@ -67,6 +67,16 @@ def _true(value: str | None) -> bool:
     return value is not None and value.lower() in ("true", "1", "")
 
 
+def _manager(request: Request) -> str:
+    """The field manager of a write: ``fieldManager``, else (like the real server) the product
+    name of the client's User-Agent."""
+    given = request.param("fieldManager")
+    if given:
+        return given
+    agent = request.headers.get("user-agent") or "unknown"
+    return agent.split("/", 1)[0] or "unknown"
+
+
 class KubeApiServer(StandinHttpServer):
     """The API server, its object store, and the controller that makes pods real."""
 
@@ -164,6 +174,15 @@ class KubeApiServer(StandinHttpServer):
     @restart_delay.setter
     def restart_delay(self, seconds: float) -> None:
         self.controller.restart_delay = seconds
+
+    @property
+    def pod_termination_delay(self) -> float:
+        """Seconds a deleted pod stays terminating after its PostgreSQL stopped (default 0)."""
+        return self.controller.pod_termination_delay
+
+    @pod_termination_delay.setter
+    def pod_termination_delay(self, seconds: float) -> None:
+        self.controller.pod_termination_delay = seconds
 
     def backend_pids(self) -> list[int]:
         """PIDs of the postmasters currently backing pods."""
@@ -308,7 +327,8 @@ class KubeApiServer(StandinHttpServer):
                     ),
                 )
             if method == "POST" and namespace is not None:
-                return Response(201, self.api.create(res, namespace, self._json(request), dry_run))
+                obj = self.api.create(res, namespace, self._json(request), dry_run, _manager(request))
+                return Response(201, obj)
             raise ApiError(
                 405, "the server does not allow this method on the requested resource", "MethodNotAllowed"
             )
@@ -316,8 +336,10 @@ class KubeApiServer(StandinHttpServer):
         if method == "GET":
             return Response(200, self.api.get(res, ns, name))
         if method == "PUT":
-            return Response(200, self.api.replace(res, ns, name, self._json(request), sub, dry_run))
+            obj = self.api.replace(res, ns, name, self._json(request), sub, dry_run, _manager(request))
+            return Response(200, obj)
         if method == "PATCH":
+            apply = request.content_type == "application/apply-patch+yaml"
             code, obj = self.api.patch(
                 res,
                 ns,
@@ -325,7 +347,7 @@ class KubeApiServer(StandinHttpServer):
                 request.body,
                 request.content_type,
                 sub,
-                request.param("fieldManager"),
+                request.param("fieldManager") if apply else _manager(request),
                 _true(request.param("force")),
                 dry_run,
             )

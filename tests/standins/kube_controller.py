@@ -135,10 +135,14 @@ class Controller:
         self.api = api
         self.work_dir = work_dir
         self.restart_delay = restart_delay
+        #: how long a deleted pod stays (terminating) after its container stopped; real pods take
+        #: their grace period, volume unmounts, and the kubelet's next sync
+        self.pod_termination_delay = 0.0
         self.lock = threading.RLock()
         self.backends: dict[tuple[str, str], Backend] = {}
         self.never_ready: set[tuple[str | None, str]] = set()
         self._held: set[tuple[str, str]] = set()
+        self._terminating_since: dict[tuple[str, str, str], float] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -337,7 +341,9 @@ class Controller:
         policy = spec.get("persistentVolumeClaimRetentionPolicy") or {}
         for vct in spec.get("volumeClaimTemplates") or []:
             claim = f"{vct['metadata']['name']}-{meta['name']}-{ordinal}"
-            if self.store.get(PVCS, meta["namespace"], claim) is not None:
+            existing = self.store.get(PVCS, meta["namespace"], claim)
+            if existing is not None:
+                self._follow_retention_policy(existing, owner, policy.get("whenDeleted") == "Delete")
                 continue
             labels = dict((spec.get("selector") or {}).get("matchLabels") or {})
             labels.update((vct.get("metadata") or {}).get("labels") or {})
@@ -354,6 +360,24 @@ class Controller:
                 self.api.create(PVCS, meta["namespace"], body)
             except ApiError:
                 pass
+
+    def _follow_retention_policy(self, pvc: Obj, owner: Obj, delete_with_owner: bool) -> None:
+        """Like the StatefulSet controller (StatefulSetAutoDeletePVC): a claim is owned by its
+        StatefulSet exactly when ``whenDeleted: Delete``, so changing the policy of an existing
+        StatefulSet decides whether deleting it takes the data along."""
+        with self.store.lock:
+            current = self.store.get(PVCS, pvc["metadata"]["namespace"], pvc["metadata"]["name"])
+            if current is None or current["metadata"].get("deletionTimestamp"):
+                return
+            refs = current["metadata"].get("ownerReferences") or []
+            kept = [r for r in refs if r.get("uid") != owner["uid"]]
+            wanted = [*kept, owner] if delete_with_owner else kept
+            if wanted != refs:
+                if wanted:
+                    current["metadata"]["ownerReferences"] = wanted
+                else:
+                    current["metadata"].pop("ownerReferences", None)
+                self.store.put(PVCS, current)
 
     def _pod_for(self, sts: Obj, ordinal: int, revision: str, owner: Obj) -> Obj:
         meta, spec = sts["metadata"], sts["spec"]
@@ -635,12 +659,24 @@ class Controller:
     def _terminate(self, pod: Obj, backend: Backend | None) -> None:
         meta = pod["metadata"]
         if backend is None or backend.state == "stopped":
+            if not self._termination_delay_passed(meta):
+                return
             with self.lock:
                 if backend is not None:
                     self.backends.pop((meta["namespace"], meta["name"]), None)
             self.store.remove(PODS, meta["namespace"], meta["name"])
             return
         self._request_stop(backend, kill=meta.get("deletionGracePeriodSeconds") == 0)
+
+    def _termination_delay_passed(self, meta: Obj) -> bool:
+        if self.pod_termination_delay <= 0:
+            return True
+        key = (meta["namespace"], meta["name"], meta["uid"])
+        first_seen = self._terminating_since.setdefault(key, time.monotonic())
+        if time.monotonic() - first_seen < self.pod_termination_delay:
+            return False
+        self._terminating_since.pop(key, None)
+        return True
 
     def _request_stop(self, backend: Backend, kill: bool) -> None:
         """Stop a backend once; a backend that is still starting is stopped by its start worker."""

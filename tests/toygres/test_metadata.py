@@ -120,17 +120,28 @@ async def test_duplicate_name_refused_until_deleted(repo: MetadataRepository) ->
         await repo.create_instance(_config("shared"))
     assert info.value.name == "shared"
 
-    # failed instances still hold their name: resources may remain until they are deleted
-    await repo.update_state(first.id, InstanceState.FAILED, reason="boom")
+    # an instance whose delete failed holds its name: it is still there until deleted again
+    await repo.update_state(first.id, InstanceState.RUNNING)
+    await repo.update_state(first.id, InstanceState.DELETING)
+    await repo.update_state(first.id, InstanceState.FAILED, reason="the delete failed")
+    assert not (await repo.get_instance(first.id) or first).name_released
     with pytest.raises(DuplicateInstanceName):
         await repo.create_instance(_config("shared"))
 
+    await repo.update_state(first.id, InstanceState.DELETING)
     deleted = await repo.mark_deleted(first.id)
     assert deleted.state is InstanceState.DELETED and deleted.deleted_at is not None
     second = await repo.create_instance(_config("shared"))
     assert (await repo.get_instance_by_name("shared")) == second
     with pytest.raises(DuplicateInstanceName):
         await repo.create_instance(_config("shared"))
+
+    # a create that fails gives the name back at once; the failed row stays to be looked at
+    failed = await repo.update_state(second.id, InstanceState.FAILED, reason="the deploy failed")
+    assert failed.name_released
+    third = await repo.create_instance(_config("shared"))
+    assert (await repo.get_instance_by_name("shared")) == third
+    assert (await repo.get_instance(second.id)) == failed
 
 
 # -- state machine ----------------------------------------------------------------------------
@@ -312,6 +323,7 @@ async def test_pagination_is_stable(repo: MetadataRepository, conn: psycopg.Asyn
     assert seen == expected and pages == 3
 
     # deleted instances are hidden unless asked for; state filter works
+    await repo.update_state(created[0].id, InstanceState.DELETING)
     await repo.mark_deleted(created[0].id)
     await repo.update_state(created[1].id, InstanceState.RUNNING)
     everything = await repo.list_instances(limit=100)

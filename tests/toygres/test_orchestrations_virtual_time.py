@@ -98,9 +98,9 @@ async def test_reconciler_restarts_a_missing_monitor(
     result = await cp.client.get_status(reconciler_id)
     assert result is not None and result.status == RuntimeStatus.COMPLETED, result
     assert [r["instance_id"] for r in result.output["restarted"]] == [str(created.instance_id)]
-    second_monitor = (await cp.get_instance(created.instance_id)).health_monitor_id
-    assert second_monitor and second_monitor != first_monitor
-    status = await cp.client.get_status(second_monitor)
+    # restarted in place: one monitor per instance, under its deterministic id
+    assert (await cp.get_instance(created.instance_id)).health_monitor_id == first_monitor
+    status = await cp.client.get_status(first_monitor)
     assert status is not None and status.status == RuntimeStatus.RUNNING
 
     # a second pass finds nothing to do

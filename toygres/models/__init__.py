@@ -13,6 +13,7 @@
 - :mod:`.tls` — :class:`InstanceTls`, the names and Secret of an instance's server certificate
 - :mod:`.deployment` — :class:`DeploymentConfig`, what orchestrations carry
 - :mod:`.records` — stored rows: instance metadata, health checks
+- :mod:`.operations` — deterministic ids of operations and monitors
 - :mod:`.api_bodies` — HTTP request and response bodies
 - :mod:`.validation` — the strict base model and input-free validation messages
 """
@@ -36,14 +37,15 @@ from .lifecycle import (
     allowed_predecessors,
 )
 from .network import IngressSource
+from .operations import create_operation_id, delete_operation_id, health_monitor_id
 from .passwords import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, PasswordRef, generate_password
 from .placement import RuntimeKind, ServiceType, make_k8s_name
 from .records import HealthCheckRecord, HealthCheckResult, InstanceMetadata
 from .resources import ResourceRequests, parse_quantity
 from .server_parameters import SETTABLE_PARAMETERS, checked_server_parameters
-from .tls import InstanceTls, service_dns_names
+from .tls import InstanceTls, service_dns_names, tls_secret_name
 from .tuning import derived_parameters, effective_parameters, shm_size_limit
-from .validation import StrictModel, validation_errors
+from .validation import StrictModel, load_stored, validation_errors
 from .versions import DEFAULT_POSTGRES_VERSION, POSTGRES_VERSIONS
 
 __all__ = [
@@ -77,12 +79,17 @@ __all__ = [
     "allowed_predecessors",
     "checked_server_parameters",
     "connection_uri",
+    "create_operation_id",
+    "delete_operation_id",
     "derived_parameters",
     "effective_parameters",
     "generate_password",
+    "health_monitor_id",
+    "load_stored",
     "make_k8s_name",
     "parse_quantity",
     "service_dns_names",
     "shm_size_limit",
+    "tls_secret_name",
     "validation_errors",
 ]

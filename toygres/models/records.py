@@ -61,6 +61,8 @@ class InstanceMetadata(BaseModel):
     last_health_message: str | None = None
     last_health_latency_ms: float | None = None
     failure_reason: str | None = None
+    #: a failed create gave its name back: another instance may have it now
+    name_released: bool = False
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = None

@@ -14,6 +14,14 @@ from pydantic import Field
 
 from .validation import StrictModel
 
+#: the Secret holding an instance's server certificate is named after the instance plus this
+TLS_SECRET_SUFFIX = "-tls"
+
+
+def tls_secret_name(k8s_name: str) -> str:
+    """The server-certificate Secret of the instance whose Kubernetes name is ``k8s_name``."""
+    return f"{k8s_name}{TLS_SECRET_SUFFIX}"
+
 
 def service_dns_names(service: str, namespace: str, cluster_domain: str) -> list[str]:
     """Every name a pod resolves the Service by, most qualified first."""

