@@ -11,12 +11,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from durable_engine import ActivityContext
-from toygres.models import DeploymentConfig
 from toygres.runtimes.base import DeployError
 from toygres.runtimes.capabilities import TlsRuntime
 
-from .deps import ActivityDeps, instance_spec
+from .deps import ActivityDeps, instance_spec, load_config
 from .errors import PermanentPlatformError, platform_error
+from .instances import ensure_deployable
 
 
 async def find_certificates_due(
@@ -56,15 +56,21 @@ async def find_certificates_due(
 async def rotate_server_certificate(
     deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]
 ) -> dict[str, Any]:
-    """Issue a new certificate unless the one named by ``replaces_sha256`` was already replaced."""
-    config = DeploymentConfig.model_validate(raw["config"])
+    """Issue a new certificate unless the one named by ``replaces_sha256`` was already replaced.
+
+    Runs inside the instance's lock, and only while the metadata wants the instance to run: a
+    rotation racing a delete must not re-apply the StatefulSet the delete removed.
+    """
+    config = load_config(raw["config"])
     runtime = deps.runtime_for(config)
     if not isinstance(runtime, TlsRuntime) or config.tls is None:
         raise PermanentPlatformError(f"instance {config.instance_id} does not serve TLS")
-    try:
-        info = await asyncio.to_thread(
-            runtime.rotate_certificate, instance_spec(config), raw["replaces_sha256"]
-        )
-    except DeployError as exc:
-        raise platform_error(exc) from None
+    async with deps.metadata.instance_lock(config.instance_id) as current:
+        ensure_deployable(current, config)
+        try:
+            info = await asyncio.to_thread(
+                runtime.rotate_certificate, instance_spec(config), raw["replaces_sha256"]
+            )
+        except DeployError as exc:
+            raise platform_error(exc) from None
     return {"sha256": info.sha256, "not_after": info.not_after.isoformat()}

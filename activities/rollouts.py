@@ -8,11 +8,10 @@ from typing import Any
 from uuid import UUID
 
 from durable_engine import ActivityContext
-from toygres.models import DeploymentConfig
 from toygres.runtimes.base import DeployError
 from toygres.runtimes.capabilities import RollingRuntime
 
-from .deps import ActivityDeps, instance_spec
+from .deps import ActivityDeps, instance_spec, load_config
 from .errors import PermanentPlatformError, platform_error
 
 
@@ -50,13 +49,13 @@ async def set_deployment_config(
     deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]
 ) -> dict[str, Any]:
     """Record the new config of a running instance (intent first); ``updated`` False if it is not running."""
-    config = DeploymentConfig.model_validate(raw["config"])
+    config = load_config(raw["config"])
     updated = await deps.metadata.set_deployment_config(UUID(raw["instance_id"]), config)
     return {"updated": updated is not None}
 
 
 async def get_rollout_status(deps: ActivityDeps, ctx: ActivityContext, raw: dict[str, Any]) -> dict[str, Any]:
-    config = DeploymentConfig.model_validate(raw)
+    config = load_config(raw)
     runtime = deps.runtime_for(config)
     if not isinstance(runtime, RollingRuntime):
         raise PermanentPlatformError(f"the {config.runtime.value} runtime has no rollouts")

@@ -59,7 +59,7 @@ from toygres.runtimes.base import (
     RuntimeStatus,
 )
 from toygres.runtimes.capabilities import RolloutStatus
-from toygres.runtimes.tls_secrets import CaStore
+from toygres.runtimes.tls_secrets import CaStore, KubernetesSecretCaStore
 from toygres.x509 import (
     SERVER_VALIDITY,
     CertificateAuthority,
@@ -117,8 +117,8 @@ class KubernetesRuntime:
         (see :mod:`toygres.runtimes.aks_credentials`); ``manage_namespace=False`` skips
         creating the namespace when the identity may only act inside it.
 
-        ``ca_store`` keeps the deployment's CA; without one, instances that serve TLS cannot be
-        deployed. ``control_plane_namespace`` and ``control_plane_cidrs`` are admitted by every
+        ``ca_store`` keeps the deployment's CA (default: the Secret ``toygres-ca`` in
+        ``control_plane_namespace``). ``control_plane_namespace`` and ``control_plane_cidrs`` are admitted by every
         instance's NetworkPolicy."""
         self.api_client_factory = api_client_factory
         self.namespace = namespace
@@ -126,7 +126,8 @@ class KubernetesRuntime:
         self.field_manager = field_manager
         self.request_timeout = request_timeout
         self.manage_namespace = manage_namespace
-        self.ca_store = ca_store
+        #: the deployment's CA: by default a Secret in the control plane's namespace
+        self.ca_store: CaStore = ca_store or KubernetesSecretCaStore(control_plane_namespace)
         self.control_plane_namespace = control_plane_namespace
         self.control_plane_cidrs = tuple(control_plane_cidrs)
         self.internal_load_balancer = internal_load_balancer
@@ -351,11 +352,6 @@ class KubernetesRuntime:
     # ------------------------------------------------------------------ TLS
 
     def _ca(self, core: CoreV1Api) -> CertificateAuthority:
-        if self.ca_store is None:
-            raise DeployError(
-                "this control plane has no CA store configured, so it cannot issue server certificates",
-                retryable=False,
-            )
         self._ensure_namespace(core, self.control_plane_namespace)
         return self.ca_store.load_or_create(core, self._call)
 
