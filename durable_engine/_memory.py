@@ -266,7 +266,12 @@ class InMemoryProvider:
                     if entry is not None:
                         entry[1].visible_at = visible_at
                         entry[1].lock_token = None
-                del self._locks[iid]
+                if visible_at > self.now():
+                    # the instance itself backs off: what arrives meanwhile waits for the fetched
+                    # messages, so a ContinueAsNew is never overtaken by a later message
+                    self._locks[iid] = _InstanceLock(f"backoff:{uuid.uuid4().hex}", visible_at)
+                else:
+                    del self._locks[iid]
                 self._wake["orchestrator"].set()
                 return
 
@@ -350,6 +355,7 @@ class InMemoryProvider:
             return False
         del self._instances[instance_id]
         self._created_seq.pop(instance_id, None)
+        self._locks.pop(instance_id, None)
         for k in [k for k in self._history if k[0] == instance_id]:
             del self._history[k]
         for mid in [mid for mid, (iid, _) in self._messages.items() if iid == instance_id]:

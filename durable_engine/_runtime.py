@@ -27,7 +27,7 @@ from ._messages import MessageKind, OrchestratorMessage
 from ._provider import ActivityItem, ClaimedTask, OrchestrationItem, Provider, QueueName, TurnCommit
 from ._registry import Registry
 from ._serialization import ensure_json
-from ._turn import TurnLimits, can_chain, merge_commits, next_item, plan_turn
+from ._turn import TurnDeferred, TurnLimits, can_chain, merge_commits, next_item, plan_turn
 
 log = logging.getLogger("durable_engine.runtime")
 
@@ -298,6 +298,13 @@ class Runtime:
             _cancel_all(inline)
             await self._abandon_quietly(self.provider.abandon_orchestration_item(item.lock_token))
             raise
+        except TurnDeferred as deferred:
+            _cancel_all(inline)
+            log.info("deferring a turn: %s", deferred)
+            await self._abandon_quietly(
+                self.provider.abandon_orchestration_item(item.lock_token, self.options.error_backoff)
+            )
+            return
         except Exception:
             _cancel_all(inline)
             log.exception("planning a turn of %s failed; the messages will be redelivered", item.instance_id)

@@ -26,6 +26,15 @@ class TurnLimits:
     max_dequeue_count: int = 10
 
 
+class TurnDeferred(Exception):
+    """The messages in hand cannot be processed yet; the runtime releases them with a backoff.
+
+    Raised when an execution has ended in ContinuedAsNew but the message that starts the next
+    execution is not among them: replaying the finished execution would fail it. Providers back
+    off the whole instance, so the next delivery brings that message along.
+    """
+
+
 _COMPLETION_KINDS = {
     MessageKind.ACTIVITY_COMPLETED: EventKind.ACTIVITY_COMPLETED,
     MessageKind.ACTIVITY_FAILED: EventKind.ACTIVITY_FAILED,
@@ -79,6 +88,12 @@ class _TurnPlanner:
                     f"messages for this instance were delivered {self.item.dequeue_count} times "
                     "without a successful turn; giving up",
                 ),
+            )
+        if self.history and self.history[-1].kind == EventKind.CONTINUED_AS_NEW:
+            # still the old execution: its ContinueAsNew message was not delivered with these
+            raise TurnDeferred(
+                f"{self.item.instance_id} continued as new, but the message that starts execution "
+                f"{self.execution_id + 1} did not come with {len(self.item.messages)} later message(s)"
             )
         if not self.history and not any(e.kind == EventKind.ORCHESTRATION_STARTED for e in new_events):
             # nothing has started this execution (e.g. only stale completions arrived): drop them

@@ -309,8 +309,8 @@ class PostgresProvider:
             self._listener.wake_instance(commit.instance_id)  # local waiters need not await the NOTIFY
 
     async def abandon_orchestration_item(self, lock_token: str, delay: timedelta | None = None) -> None:
-        visible_at = self.now() + delay if delay else None
-        await self._scalar("SELECT abandon_orchestration_item(%s, %s)", (lock_token, visible_at))
+        seconds = delay.total_seconds() if delay else 0.0
+        await self._scalar("SELECT abandon_orchestration_item_after(%s, %s)", (lock_token, seconds))
 
     # --- worker queue ---------------------------------------------------------------------
     async def fetch_activity(self, lock_timeout: timedelta) -> ActivityItem | None:

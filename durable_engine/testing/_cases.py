@@ -280,6 +280,25 @@ async def abandon_with_delay_hides_messages_until_then(provider: Provider, advan
 
 
 @conformance_case
+async def abandon_with_delay_holds_back_messages_that_arrive_meanwhile(
+    provider: Provider, advance: Advance
+) -> None:
+    # the instance backs off, not only the abandoned messages: a later message must not overtake
+    # them (a stray event fetched without its ContinueAsNew would replay a finished execution)
+    await start(provider, "a")
+    item = await fetch(provider)
+    await provider.abandon_orchestration_item(item.lock_token, timedelta(seconds=0.3))
+    await provider.enqueue_orchestrator_message(raised("a", "meanwhile"))
+    assert await provider.fetch_orchestration_item(LONG) is None
+    with pytest.raises(LockLostError):  # the abandoned token holds nothing any more
+        await provider.commit_turn(item.lock_token, commit_for(item))
+    await advance(PAST_SHORT)
+    again = await fetch(provider)
+    assert [m.kind for m in again.messages] == [MessageKind.START, MessageKind.EVENT_RAISED]
+    assert again.messages[0].id == item.messages[0].id
+
+
+@conformance_case
 async def commit_with_duplicate_event_id_changes_nothing(provider: Provider, advance: Advance) -> None:
     await start(provider, "a")
     item = await fetch(provider)
