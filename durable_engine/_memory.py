@@ -69,6 +69,8 @@ class InMemoryProvider:
         self._locks: dict[str, _InstanceLock] = {}
         self._seq = 0
         self._created_seq: dict[str, int] = {}
+        #: the parent link each instance was created with (a sub-orchestration's identity)
+        self._parent_links: dict[str, dict[str, Any] | None] = {}
         self._wake = {"orchestrator": asyncio.Event(), "worker": asyncio.Event()}
         self._status_waiters: dict[str, list[asyncio.Event]] = {}
         if isinstance(self.clock, ManualClock):
@@ -112,6 +114,7 @@ class InMemoryProvider:
             updated_at=now,
         )
         self._created_seq[inst.instance_id] = self._next_id()
+        self._parent_links[inst.instance_id] = _copy(inst.parent)
         self._put_message(
             OrchestratorMessage(
                 kind=MessageKind.START,
@@ -250,7 +253,9 @@ class InMemoryProvider:
                 locked_until=claimed.locked_until,
             )
         for inst in commit.new_instances:
-            self._create(inst)
+            created = self._create(inst)
+            if not created and inst.parent and self._parent_links.get(inst.instance_id) != inst.parent:
+                self._put_message(_instance_exists(inst), None)
         del self._locks[iid]
         for m in self._messages.values():
             if m[0] == iid:
@@ -355,6 +360,7 @@ class InMemoryProvider:
             return False
         del self._instances[instance_id]
         self._created_seq.pop(instance_id, None)
+        self._parent_links.pop(instance_id, None)
         self._locks.pop(instance_id, None)
         for k in [k for k in self._history if k[0] == instance_id]:
             del self._history[k]
@@ -423,4 +429,22 @@ def _copy_record(record: InstanceRecord) -> InstanceRecord:
         parent_instance_id=record.parent_instance_id,
         created_at=record.created_at,
         updated_at=record.updated_at,
+    )
+
+
+def _instance_exists(inst: NewInstance) -> OrchestratorMessage:
+    """What the parent of a sub-orchestration hears when the child's id belongs to another instance."""
+    assert inst.parent is not None
+    return OrchestratorMessage(
+        kind=MessageKind.SUB_ORCHESTRATION_FAILED,
+        instance_id=inst.parent["instance"],
+        execution_id=inst.parent.get("execution_id"),
+        corr_id=inst.parent.get("corr_id"),
+        name=inst.name,
+        error={
+            "category": "application",
+            "type": "InstanceAlreadyExists",
+            "message": f"sub-orchestration {inst.name!r} cannot start: "
+            f"instance id {inst.instance_id!r} already exists",
+        },
     )

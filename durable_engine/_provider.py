@@ -21,7 +21,15 @@ QueueName = Literal["orchestrator", "worker"]
 
 @dataclass
 class NewInstance:
-    """An instance row to create together with its Start message (no-op if the id exists)."""
+    """An instance row to create together with its Start message.
+
+    If the id exists, nothing is created. For a sub-orchestration (``parent`` set) whose id
+    belongs to another instance, the provider then enqueues a ``SubOrchestrationFailed``
+    message to the parent (its execution and correlation id from ``parent``) with the error
+    ``{"category": "application", "type": "InstanceAlreadyExists", "message": ...}`` naming the
+    id, so the parent never waits for a child that will not run. Asking again for the child
+    that exists under the same parent link is a no-op.
+    """
 
     instance_id: str
     name: str

@@ -120,6 +120,7 @@ def _new_instance_json(instance: NewInstance) -> dict[str, Any]:
         "version": instance.version,
         "input": instance.input,
         "parent_instance_id": (instance.parent or {}).get("instance"),
+        "parent": instance.parent,
         "start": start.to_dict(),
     }
 

@@ -448,6 +448,45 @@ async def new_instances_are_created_once(provider: Provider, advance: Advance) -
 
 
 @conformance_case
+async def sub_orchestration_with_a_taken_id_fails_the_parent(provider: Provider, advance: Advance) -> None:
+    # a detached start of a taken id is skipped quietly (nobody waits for it); a sub-orchestration
+    # is awaited by its parent, which must hear that it will never run
+    await start(provider, "taken", name="Other", input={"mine": True})
+    item = await fetch(provider)
+    await provider.commit_turn(
+        item.lock_token, commit_for(item, event(1), update=update(name="Other", input={"mine": True}))
+    )
+    await start(provider, "parent")
+    item = await fetch(provider)
+    link = {"instance": "parent", "execution_id": 1, "corr_id": 3}
+    await provider.commit_turn(
+        item.lock_token,
+        commit_for(
+            item,
+            event(1),
+            update=update(),
+            new_instances=[
+                NewInstance("taken", "Child", None, {"c": 1}, parent=link),
+                NewInstance("taken", "Child", None, {"c": 2}, parent=None),
+            ],
+        ),
+    )
+    record = await provider.get_instance("taken")
+    assert record is not None
+    assert (record.name, record.input, record.parent_instance_id) == ("Other", {"mine": True}, None)
+
+    item = await fetch(provider)
+    assert item.instance_id == "parent"
+    [failed] = item.messages
+    assert (failed.kind, failed.execution_id, failed.corr_id) == (MessageKind.SUB_ORCHESTRATION_FAILED, 1, 3)
+    assert failed.error is not None and failed.error["type"] == "InstanceAlreadyExists"
+    assert failed.error["category"] == "application"
+    assert "'taken'" in failed.error["message"] and "already exists" in failed.error["message"]
+    await provider.commit_turn(item.lock_token, commit_for(item))
+    assert await provider.fetch_orchestration_item(LONG) is None
+
+
+@conformance_case
 async def commit_enqueues_delayed_timers_and_messages_to_other_instances(
     provider: Provider, advance: Advance
 ) -> None:

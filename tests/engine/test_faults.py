@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from durable_engine import MessageKind, OrchestratorMessage, Provider, RuntimeStatus, TurnCommit
+from durable_engine import (
+    MessageKind,
+    OrchestratorMessage,
+    Provider,
+    RuntimeStatus,
+    SubOrchestrationError,
+    TurnCommit,
+)
 
 from .harness import Engine, FaultyProvider
 
@@ -144,3 +151,39 @@ async def test_a_message_without_the_continue_as_new_it_follows_is_deferred_not_
         assert status.output == {"generation": 1, "go": "later"}
     finally:
         await engine.stop_all()
+
+
+async def test_sub_orchestration_whose_instance_id_exists_fails_the_parent_catchably(engine: Engine) -> None:
+    """Fault 2: creation skipped the existing id and nobody told the parent, which waited forever."""
+
+    @engine.registry.orchestration("Child")
+    async def child(ctx: Any, x: int) -> int:
+        return x
+
+    @engine.registry.orchestration("Parent")
+    async def parent(ctx: Any, _: Any) -> Any:
+        try:
+            await ctx.schedule_sub_orchestration("Child", 2, instance_id="taken")
+        except SubOrchestrationError as exc:
+            fresh = await ctx.schedule_sub_orchestration("Child", 3, instance_id="fresh")
+            return {"type": exc.error_type, "message": exc.error_message, "fresh": fresh}
+        return "created?"
+
+    @engine.registry.orchestration("Careless")
+    async def careless(ctx: Any, _: Any) -> Any:
+        return await ctx.schedule_sub_orchestration("Child", 4, instance_id="taken")
+
+    assert await engine.client.start_orchestration("taken", "Child", 1)
+    await engine.start_runtime()
+    await engine.client.start_orchestration("parent", "Parent")
+    await engine.client.start_orchestration("careless", "Careless")
+    status = await engine.finish("parent")
+    assert status.status == RuntimeStatus.COMPLETED, status.error
+    assert status.output["type"] == "InstanceAlreadyExists"
+    assert "'taken'" in status.output["message"] and "already exists" in status.output["message"]
+    assert status.output["fresh"] == 3
+    careless_status = await engine.finish("careless")
+    assert careless_status.status == RuntimeStatus.FAILED
+    assert careless_status.error is not None and "'taken'" in careless_status.error.message
+    taken = await engine.finish("taken")
+    assert taken.output == 1 and taken.parent_instance_id is None, "the existing instance is untouched"
