@@ -15,7 +15,7 @@ import importlib.resources
 import json
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import psycopg
@@ -24,6 +24,7 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from .._clock import Clock, SystemClock
 from .._errors import LockLostError
 from .._history import HistoryEvent
 from .._messages import ActivityTask, MessageKind, OrchestratorMessage
@@ -143,17 +144,31 @@ class PostgresProvider:
     """:class:`~durable_engine.Provider` on PostgreSQL; build it with :meth:`connect`."""
 
     def __init__(
-        self, pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]], listener: Listener, schema: str
+        self,
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]],
+        listener: Listener,
+        schema: str,
+        host_clock: Clock | None = None,
     ) -> None:
         self._pool = pool
         self._listener = listener
         self.schema = schema
+        self._host_clock: Clock = host_clock or SystemClock()
 
     @classmethod
     async def connect(
-        cls, dsn: str, *, schema: str = "durable", min_pool: int = 1, max_pool: int = 10
+        cls,
+        dsn: str,
+        *,
+        schema: str = "durable",
+        min_pool: int = 1,
+        max_pool: int = 10,
+        host_clock: Clock | None = None,
     ) -> PostgresProvider:
-        """Create or upgrade the engine schema (advisory-locked), then open the pool and listener."""
+        """Create or upgrade the engine schema (advisory-locked), then open the pool and listener.
+
+        ``host_clock`` is this host's wall clock (tests pass a skewed one).
+        """
         if not _SCHEMA_RE.match(schema):
             raise ValueError(f"invalid schema name {schema!r}: use lowercase letters, digits and '_'")
         migrations = load_migrations(importlib.resources.files("durable_engine.postgres") / "sql")
@@ -181,14 +196,14 @@ class PostgresProvider:
         except BaseException:
             await pool.close()
             raise
-        return cls(pool, listener, schema)
+        return cls(pool, listener, schema, host_clock)
 
     async def close(self) -> None:
         await self._listener.close()
         await self._pool.close()
 
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return self._host_clock.now()
 
     # --- helpers --------------------------------------------------------------------------
     async def _scalar(self, query: str | sql.Composed, params: tuple[Any, ...] = ()) -> Any:
