@@ -38,6 +38,7 @@ from .._provider import (
 )
 from .._status import RuntimeStatus
 from ..migrate import apply_migrations, load_migrations
+from ._dbclock import DatabaseClock
 from ._listener import Listener
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -153,7 +154,8 @@ class PostgresProvider:
         self._pool = pool
         self._listener = listener
         self.schema = schema
-        self._host_clock: Clock = host_clock or SystemClock()
+        #: the server's clock: instants the runtime makes (a turn's time) are on it
+        self._clock = DatabaseClock(host_clock or SystemClock())
 
     @classmethod
     async def connect(
@@ -167,7 +169,8 @@ class PostgresProvider:
     ) -> PostgresProvider:
         """Create or upgrade the engine schema (advisory-locked), then open the pool and listener.
 
-        ``host_clock`` is this host's wall clock (tests pass a skewed one).
+        ``host_clock`` is this host's wall clock (tests pass a skewed one); :meth:`now` is the
+        database server's clock whatever it says (see ``_dbclock.py``).
         """
         if not _SCHEMA_RE.match(schema):
             raise ValueError(f"invalid schema name {schema!r}: use lowercase letters, digits and '_'")
@@ -196,14 +199,29 @@ class PostgresProvider:
         except BaseException:
             await pool.close()
             raise
-        return cls(pool, listener, schema, host_clock)
+        provider = cls(pool, listener, schema, host_clock)
+        try:
+            for _ in range(3):  # the first round trip of a connection is the slowest: keep the best
+                await provider._measure_clock()
+        except BaseException:
+            await provider.close()
+            raise
+        return provider
 
     async def close(self) -> None:
         await self._listener.close()
         await self._pool.close()
 
     def now(self) -> datetime:
-        return self._host_clock.now()
+        """The database server's clock, estimated on this host (instants sent are relative to it)."""
+        return self._clock.now()
+
+    def _delay(self, instant: datetime) -> float:
+        """Seconds from now to ``instant`` (on :meth:`now`'s clock): what SQL adds to its ``now()``."""
+        return (instant - self._clock.now()).total_seconds()
+
+    async def _measure_clock(self) -> None:
+        await self._scalar_and_clock("SELECT NULL::integer, clock_timestamp()")
 
     # --- helpers --------------------------------------------------------------------------
     async def _scalar(self, query: str | sql.Composed, params: tuple[Any, ...] = ()) -> Any:
@@ -211,6 +229,16 @@ class PostgresProvider:
             cur = await conn.execute(cast(Any, query), params)
             row = await cur.fetchone()
             return None if row is None else row[0]
+
+    async def _scalar_and_clock(self, query: str | sql.Composed, params: tuple[Any, ...] = ()) -> Any:
+        """``_scalar`` of a query whose second column is ``clock_timestamp()``: a clock sample for free."""
+        async with self._pool.connection() as conn:
+            sent = self._clock.host_now()
+            cur = await conn.execute(cast(Any, query), params)
+            row = await cur.fetchone()
+            assert row is not None
+            self._clock.observe(sent, row[1])
+            return row[0]
 
     # --- instance creation and client-side messages ---------------------------------------
     async def create_instance(self, instance: NewInstance) -> bool:
@@ -251,14 +279,17 @@ class PostgresProvider:
     async def enqueue_orchestrator_message(
         self, message: OrchestratorMessage, visible_at: datetime | None = None
     ) -> None:
+        delay = None if visible_at is None else self._delay(visible_at)
         await self._scalar(
-            "SELECT enqueue_orchestrator_message(%s, %s, %s)",
-            (message.instance_id, Jsonb(message.to_dict()), visible_at),
+            "SELECT enqueue_orchestrator_message(%s, %s, now() + make_interval(secs => %s))",
+            (message.instance_id, Jsonb(message.to_dict()), delay),
         )
 
     # --- orchestrator queue ---------------------------------------------------------------
     async def fetch_orchestration_item(self, lock_timeout: timedelta) -> OrchestrationItem | None:
-        data = await self._scalar("SELECT fetch_orchestration_item(%s)", (lock_timeout.total_seconds(),))
+        data = await self._scalar_and_clock(
+            "SELECT fetch_orchestration_item(%s), clock_timestamp()", (lock_timeout.total_seconds(),)
+        )
         if data is None:
             return None
         messages = [OrchestratorMessage.from_dict(m["payload"], id=int(m["id"])) for m in data["messages"]]
@@ -294,7 +325,8 @@ class PostgresProvider:
                 {
                     "instance_id": tm.message.instance_id,
                     "payload": tm.message.to_dict(),
-                    "visible_at": tm.visible_at.isoformat() if tm.visible_at is not None else None,
+                    # a duration: the server computes the instant on its own clock
+                    "delay": self._delay(tm.visible_at) if tm.visible_at is not None else None,
                 }
                 for tm in commit.orchestrator_messages
             ],
@@ -304,7 +336,7 @@ class PostgresProvider:
                     "instance_id": c.task.instance_id,
                     "payload": c.task.to_dict(),
                     "lock_token": c.lock_token,
-                    "locked_until": c.locked_until.isoformat(),
+                    "lock_seconds": self._delay(c.locked_until),
                     "delivery_count": c.dequeue_count,
                 }
                 for c in commit.claimed_tasks
@@ -330,7 +362,9 @@ class PostgresProvider:
 
     # --- worker queue ---------------------------------------------------------------------
     async def fetch_activity(self, lock_timeout: timedelta) -> ActivityItem | None:
-        data = await self._scalar("SELECT fetch_activity(%s)", (lock_timeout.total_seconds(),))
+        data = await self._scalar_and_clock(
+            "SELECT fetch_activity(%s), clock_timestamp()", (lock_timeout.total_seconds(),)
+        )
         if data is None:
             return None
         return ActivityItem(
@@ -353,8 +387,10 @@ class PostgresProvider:
         return bool(done)
 
     async def abandon_activity(self, lock_token: str, delay: timedelta | None = None) -> None:
-        visible_at = self.now() + delay if delay else None
-        await self._scalar("SELECT abandon_activity(%s, %s)", (lock_token, visible_at))
+        seconds = delay.total_seconds() if delay else 0.0
+        await self._scalar(
+            "SELECT abandon_activity(%s, now() + make_interval(secs => %s))", (lock_token, seconds)
+        )
 
     # --- reads and maintenance --------------------------------------------------------------
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
@@ -431,7 +467,9 @@ class PostgresProvider:
         # capture the event before asking the database, so a NOTIFY racing the query still wakes us
         event = self._listener.current(queue)
         budget = max(0.0, min(timeout, _MAX_IDLE_SLEEP))
-        until_work = await self._scalar("SELECT seconds_until_work(%s)", (queue,))
+        until_work = await self._scalar_and_clock(
+            "SELECT seconds_until_work(%s), clock_timestamp()", (queue,)
+        )
         if until_work is not None:
             budget = min(budget, max(0.0, float(until_work) + 0.002))
         if event.is_set() or budget <= 0:

@@ -14,6 +14,12 @@
 --   sub-orchestration whose id belongs to another instance enqueues SubOrchestrationFailed
 --   (type InstanceAlreadyExists) to its parent. Rows created before this migration have no
 --   link: a child of the same parent instance is taken to be the same child.
+--
+-- One clock, the server's
+--   Instants used to arrive from the application host (timer visibility, the lock expiry of a
+--   task handed over by an inline dispatch), computed on its clock and compared here with
+--   now(): a host clock minutes off fired timers minutes late or early and stored locks that
+--   had already expired. commit_turn now takes durations and computes the instants itself.
 
 
 -- Release an instance after a failed turn. Without a delay it is fetchable at once; with one,
@@ -125,5 +131,102 @@ BEGIN
         PERFORM pg_notify(notify_channel('status'), i) FROM unnest(v_ids) AS i;
     END IF;
     RETURN v_count;
+END;
+$$;
+
+
+-- Apply one turn atomically. Returns false (and changes nothing) when the lock was lost.
+-- p: {"instance_id", "execution_id", "new_events": [event...], "consumed": [id...],
+--     "update": {...}|null, "messages": [{"instance_id", "payload", "delay"}...],
+--     "tasks": [{"instance_id", "payload"[, "lock_token", "lock_seconds", "delivery_count"]}...],
+--     "new_instances": [see create_instances]}
+-- "delay" and "lock_seconds" are durations from this server's now() (one clock: the server's);
+-- the absolute "visible_at" / "locked_until" of 0001 are still accepted from older processes.
+-- A task with a lock_token is stored claimed by the committer (see "Locking model").
+CREATE OR REPLACE FUNCTION commit_turn(p_token text, p jsonb) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_now     timestamptz := now();
+    v_iid     text := p->>'instance_id';
+    v_exec    integer := (p->>'execution_id')::integer;
+    v_upd     jsonb := p->'update';
+    v_old     integer;
+    v_new     integer;
+    v_n       integer;
+BEGIN
+    PERFORM 1 FROM instance_locks
+    WHERE instance_id = v_iid AND lock_token = p_token
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+
+    INSERT INTO history (instance_id, execution_id, event_id, event)
+    SELECT v_iid, v_exec, (e->>'event_id')::integer, e
+    FROM jsonb_array_elements(p->'new_events') AS e;
+
+    DELETE FROM orchestrator_queue
+    WHERE instance_id = v_iid
+      AND id IN (SELECT (x #>> '{}')::bigint FROM jsonb_array_elements(p->'consumed') AS x);
+    -- fetched but not consumed: visible again right away (they were hidden until lock expiry)
+    UPDATE orchestrator_queue SET visible_at = v_now, lock_token = NULL
+    WHERE instance_id = v_iid AND lock_token = p_token;
+
+    IF v_upd IS NOT NULL AND jsonb_typeof(v_upd) = 'object' THEN
+        v_new := (v_upd->>'execution_id')::integer;
+        SELECT execution_id INTO v_old FROM instances WHERE instance_id = v_iid FOR UPDATE;
+        IF FOUND THEN
+            UPDATE instances SET
+                name = v_upd->>'name',
+                version = v_upd->>'version',
+                status = v_upd->>'status',
+                execution_id = v_new,
+                input = v_upd->'input',
+                output = v_upd->'output',
+                error = v_upd->'error',
+                custom_status = v_upd->'custom_status',
+                updated_at = v_now
+            WHERE instance_id = v_iid;
+            IF v_new > v_old THEN
+                DELETE FROM history WHERE instance_id = v_iid AND execution_id < v_new;
+            END IF;
+            PERFORM pg_notify(notify_channel('status'), v_iid);
+        END IF;
+    END IF;
+
+    INSERT INTO orchestrator_queue (instance_id, payload, visible_at)
+    SELECT m->>'instance_id', m->'payload',
+           coalesce(v_now + make_interval(secs => (m->>'delay')::double precision),
+                    (m->>'visible_at')::timestamptz, v_now)
+    FROM jsonb_array_elements(p->'messages') AS m;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    IF v_n > 0 THEN
+        PERFORM pg_notify(notify_channel('orchestrator'), '');
+    END IF;
+
+    -- tasks with a lock_token are already running in the committing process (inline
+    -- activities that outlived the turn's budget): they are stored locked by it, delivered once
+    INSERT INTO activity_queue (instance_id, payload, visible_at, lock_token, delivery_count)
+    SELECT t->>'instance_id', t->'payload',
+           coalesce(v_now + make_interval(secs => (t->>'lock_seconds')::double precision),
+                    (t->>'locked_until')::timestamptz, v_now),
+           t->>'lock_token',
+           coalesce((t->>'delivery_count')::integer, 0)
+    FROM jsonb_array_elements(p->'tasks') AS t;
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(p->'tasks') AS t WHERE NOT t ? 'lock_token') THEN
+        PERFORM pg_notify(notify_channel('worker'), '');
+    END IF;
+
+    PERFORM create_instances(p->'new_instances');
+
+    DELETE FROM instance_locks WHERE instance_id = v_iid;
+    -- messages that arrived during the turn (or were fetched but not consumed) are waiting for
+    -- an unlocked instance now: wake a dispatcher, or they would sit until someone polls
+    IF EXISTS (SELECT 1 FROM orchestrator_queue WHERE instance_id = v_iid AND visible_at <= v_now) THEN
+        PERFORM pg_notify(notify_channel('orchestrator'), '');
+    END IF;
+    RETURN true;
 END;
 $$;
