@@ -262,6 +262,13 @@ class InMemoryProvider:
                 m[1].lock_token = None
         self._notify_status(iid)
 
+    async def renew_orchestration_lock(self, lock_token: str, lock_timeout: timedelta) -> bool:
+        for lock in self._locks.values():
+            if lock.token == lock_token:
+                lock.locked_until = self.now() + lock_timeout
+                return True
+        return False
+
     async def abandon_orchestration_item(self, lock_token: str, delay: timedelta | None = None) -> None:
         for iid, lock in list(self._locks.items()):
             if lock.token == lock_token:

@@ -154,6 +154,14 @@ class Provider(Protocol):
         """Apply a turn atomically and release the lock; raises LockLostError if it was lost."""
         ...
 
+    async def renew_orchestration_lock(self, lock_token: str, lock_timeout: timedelta) -> bool:
+        """Extend a turn's instance lock (and keep its messages hidden) to ``lock_timeout`` from now.
+
+        False if the lock was lost (another dispatcher took the instance). Like a commit, a
+        renewal succeeds after expiry as long as nobody replaced the token.
+        """
+        ...
+
     async def abandon_orchestration_item(self, lock_token: str, delay: timedelta | None = None) -> None:
         """Release the lock without consuming anything; the messages come back after ``delay``.
 

@@ -51,8 +51,21 @@ def plan_turn(item: OrchestrationItem, registry: Registry, now: datetime, limits
         # a finished (or purged) instance runs no more turns: its late messages are dropped
         return TurnCommit(item.instance_id, record.execution_id if record else 1, [], consumed, None)
 
-    planner = _TurnPlanner(item, record, registry, now, limits)
-    return planner.plan(consumed)
+    return _TurnPlanner(item, record, now).plan(consumed, registry, limits)
+
+
+def plan_failure(item: OrchestrationItem, now: datetime, error: ErrorInfo) -> TurnCommit:
+    """A turn that fails the instance without running its code (which overran its time limit).
+
+    The messages are consumed, the parent (if any) hears of the failure, as on every failure.
+    """
+    record = item.instance
+    consumed = [m.id for m in item.messages if m.id is not None]
+    if record is None or record.status.is_terminal:
+        return TurnCommit(item.instance_id, record.execution_id if record else 1, [], consumed, None)
+    planner = _TurnPlanner(item, record, now)
+    planner._events_from_messages()  # a ContinueAsNew among them decides the failing execution
+    return planner._fail_now(consumed, error)
 
 
 class _TurnPlanner:
@@ -60,15 +73,11 @@ class _TurnPlanner:
         self,
         item: OrchestrationItem,
         record: InstanceRecord,
-        registry: Registry,
         now: datetime,
-        limits: TurnLimits,
     ) -> None:
         self.item = item
         self.record = record
-        self.registry = registry
         self.now = now
-        self.limits = limits
         self.execution_id = record.execution_id
         self.history = list(item.history)
         self.name = record.name
@@ -77,9 +86,9 @@ class _TurnPlanner:
         started = next((e for e in self.history if e.kind == EventKind.ORCHESTRATION_STARTED), None)
         self.parent: dict[str, Any] | None = started.parent if started else None
 
-    def plan(self, consumed: list[int]) -> TurnCommit:
+    def plan(self, consumed: list[int], registry: Registry, limits: TurnLimits) -> TurnCommit:
         new_events = self._events_from_messages()
-        if self.item.dequeue_count > self.limits.max_dequeue_count:
+        if self.item.dequeue_count > limits.max_dequeue_count:
             return self._fail_now(
                 consumed,
                 ErrorInfo(
@@ -101,9 +110,9 @@ class _TurnPlanner:
         if not any(e.kind != EventKind.TURN_STARTED for e in new_events):
             return TurnCommit(self.item.instance_id, self.execution_id, [], consumed, None)
 
-        found = self.registry.get_orchestration(self.name, self.version)
+        found = registry.get_orchestration(self.name, self.version)
         if found is None:
-            known = self.registry.orchestration_names().get(self.name)
+            known = registry.orchestration_names().get(self.name)
             detail = f"versions registered: {', '.join(known)}" if known else "no version is registered"
             return self._fail_now(
                 consumed,
@@ -130,13 +139,13 @@ class _TurnPlanner:
             custom_status=self.record.custom_status,
         )
         result = executor.run()
-        if len(self.history) + len(result.events) + 1 > self.limits.history_cap:
+        if len(self.history) + len(result.events) + 1 > limits.history_cap:
             return self._fail_now(
                 consumed,
                 ErrorInfo(
                     ErrorCategory.APPLICATION,
                     "HistoryCapExceeded",
-                    f"the history of this execution would exceed {self.limits.history_cap} events; "
+                    f"the history of this execution would exceed {limits.history_cap} events; "
                     "long-running orchestrations should use continue_as_new to start afresh",
                 ),
             )

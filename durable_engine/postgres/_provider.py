@@ -356,6 +356,12 @@ class PostgresProvider:
         if commit.update is not None:
             self._listener.wake_instance(commit.instance_id)  # local waiters need not await the NOTIFY
 
+    async def renew_orchestration_lock(self, lock_token: str, lock_timeout: timedelta) -> bool:
+        renewed = await self._scalar(
+            "SELECT renew_orchestration_lock(%s, %s)", (lock_token, lock_timeout.total_seconds())
+        )
+        return bool(renewed)
+
     async def abandon_orchestration_item(self, lock_token: str, delay: timedelta | None = None) -> None:
         seconds = delay.total_seconds() if delay else 0.0
         await self._scalar("SELECT abandon_orchestration_item_after(%s, %s)", (lock_token, seconds))

@@ -257,6 +257,31 @@ async def expired_lock_not_taken_over_can_still_commit(provider: Provider, advan
 
 
 @conformance_case
+async def renewed_orchestration_lock_holds_past_its_first_expiry(
+    provider: Provider, advance: Advance
+) -> None:
+    await start(provider, "a")
+    item = await fetch(provider, SHORT)
+    assert await provider.renew_orchestration_lock(item.lock_token, LONG) is True
+    await advance(PAST_SHORT)
+    await provider.enqueue_orchestrator_message(raised("a", "meanwhile"))
+    assert await provider.fetch_orchestration_item(LONG) is None, "the renewed lock still holds"
+    await provider.commit_turn(item.lock_token, commit_for(item, event(1), update=update()))
+    again = await fetch(provider)
+    assert [m.name for m in again.messages] == ["meanwhile"]
+    await provider.commit_turn(again.lock_token, commit_for(again))
+
+    # a lock taken over after expiry cannot be renewed by its old holder
+    await provider.enqueue_orchestrator_message(raised("a", "later"))
+    stale = await fetch(provider, SHORT)
+    await advance(PAST_SHORT)
+    fresh = await fetch(provider)
+    assert fresh.instance_id == "a"
+    assert await provider.renew_orchestration_lock(stale.lock_token, LONG) is False
+    assert await provider.renew_orchestration_lock(fresh.lock_token, LONG) is True
+
+
+@conformance_case
 async def abandon_without_delay_redelivers_now(provider: Provider, advance: Advance) -> None:
     await start(provider, "a")
     item = await fetch(provider)

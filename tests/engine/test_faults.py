@@ -5,6 +5,9 @@ Each test here failed before its fix; the commit that fixed it says how.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -12,13 +15,17 @@ from typing import Any
 import pytest
 
 from durable_engine import (
+    ErrorCategory,
     MessageKind,
     OrchestratorMessage,
     Provider,
+    Runtime,
+    RuntimeOptions,
     RuntimeStatus,
     SubOrchestrationError,
     TurnCommit,
 )
+from durable_engine.postgres import PostgresProvider
 
 from .harness import Engine, FaultyProvider
 
@@ -187,3 +194,206 @@ async def test_sub_orchestration_whose_instance_id_exists_fails_the_parent_catch
     assert careless_status.error is not None and "'taken'" in careless_status.error.message
     taken = await engine.finish("taken")
     assert taken.output == 1 and taken.parent_instance_id is None, "the existing instance is untouched"
+
+
+# --- fault 4: orchestration code is bounded ----------------------------------------------------
+
+
+async def _latency(engine: Engine, instance_id: str) -> float:
+    began = time.monotonic()
+    await engine.client.start_orchestration(instance_id, "Quick", 1)
+    status = await engine.client.wait_for_completion(instance_id, timeout=60)
+    assert status.status == RuntimeStatus.COMPLETED, status.error
+    return time.monotonic() - began
+
+
+async def test_a_turn_that_blocks_does_not_stall_the_rest_of_the_process(provider: Provider) -> None:
+    """Fault 4: orchestration code ran on the event loop; a ``time.sleep`` stalled every dispatcher."""
+    engine = Engine(provider)
+    sleeping = threading.Event()
+
+    @engine.registry.activity("Inc")
+    def inc(ctx: Any, x: int) -> int:
+        return x + 1
+
+    @engine.registry.orchestration("Quick")
+    async def quick(ctx: Any, x: int) -> int:
+        return int(await ctx.schedule_activity("Inc", x))
+
+    @engine.registry.orchestration("Blocker")
+    async def blocker(ctx: Any, seconds: float) -> str:
+        if not ctx.is_replaying:
+            sleeping.set()
+            time.sleep(seconds)  # noqa: ASYNC251 - what orchestration code must never do
+        return "woke"
+
+    try:
+        await engine.start_runtime()
+        usual = max([await _latency(engine, f"before-{n}") for n in range(3)])
+        await engine.client.start_orchestration("blocker", "Blocker", 10.0)
+        began = time.monotonic()
+        while not sleeping.is_set():
+            await asyncio.sleep(0.01)
+        during = []
+        while time.monotonic() - began < 8.0:  # the whole time the blocker sleeps
+            during.append(await _latency(engine, f"during-{len(during)}"))
+        assert len(during) >= 4
+        # "usual" on a shared 2-core machine: far below the 10 s a stalled loop would add
+        assert max(during) < max(2.0, 10 * usual), (usual, during)
+        status = await engine.client.wait_for_completion("blocker", timeout=60)
+        assert status.status == RuntimeStatus.COMPLETED and status.output == "woke", status.error
+    finally:
+        await engine.stop_all()
+
+
+async def test_a_turn_past_its_time_limit_fails_the_instance_and_the_process_goes_on(
+    provider: Provider,
+) -> None:
+    engine = Engine(provider)
+    stopped: list[str] = []
+
+    @engine.registry.activity("Inc")
+    def inc(ctx: Any, x: int) -> int:
+        return x + 1
+
+    @engine.registry.orchestration("Quick")
+    async def quick(ctx: Any, x: int) -> int:
+        return int(await ctx.schedule_activity("Inc", x))
+
+    @engine.registry.orchestration("Sleeper")
+    async def sleeper(ctx: Any, _: Any) -> str:
+        time.sleep(3)  # noqa: ASYNC251 - blocking on purpose
+        return "slept"
+
+    @engine.registry.orchestration("Spinner")
+    async def spinner(ctx: Any, _: Any) -> str:
+        try:
+            while True:  # a busy loop: the engine stops its thread once the turn is given up
+                pass
+        finally:
+            stopped.append("spinner")
+
+    @engine.registry.orchestration("Parent")
+    async def parent(ctx: Any, _: Any) -> str:
+        try:
+            await ctx.schedule_sub_orchestration("Sleeper", instance_id="child-sleeper")
+        except SubOrchestrationError as exc:
+            return exc.error_type
+        return "completed?"
+
+    try:
+        await engine.start_runtime(turn_timeout=timedelta(seconds=1))
+        await engine.client.start_orchestration("sleeper", "Sleeper")
+        await engine.client.start_orchestration("spinner", "Spinner")
+        await engine.client.start_orchestration("parent", "Parent")
+        assert await _latency(engine, "quick") < 5
+        for instance_id in ("sleeper", "spinner"):
+            status = await engine.client.wait_for_completion(instance_id, timeout=30)
+            assert status.status == RuntimeStatus.FAILED, status
+            assert status.error is not None and status.error.type == "TurnTimeout"
+            assert status.error.category == ErrorCategory.CONFIGURATION
+            assert "1.0 s" in status.error.message and "must not block" in status.error.message
+        parent_status = await engine.client.wait_for_completion("parent", timeout=30)
+        assert parent_status.output == "TurnTimeout", "the parent of a timed-out child hears of it"
+        deadline = time.monotonic() + 10
+        while not stopped and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert stopped == ["spinner"], "the busy loop's thread was interrupted"
+    finally:
+        await engine.stop_all()
+
+
+async def test_activity_delivered_more_than_the_maximum_fails_the_orchestration(provider: Provider) -> None:
+    """The activity poison path: a task whose runs keep dying fails its orchestration, readably."""
+    registry_engine = Engine(provider)
+    runs: list[int] = []
+
+    @registry_engine.registry.activity("Fragile")
+    def fragile(ctx: Any, _: Any) -> str:
+        runs.append(ctx.attempt)
+        return "ran"
+
+    @registry_engine.registry.orchestration("UsesFragile")
+    async def uses_fragile(ctx: Any, _: Any) -> str:
+        return str(await ctx.schedule_activity("Fragile"))
+
+    await registry_engine.client.start_orchestration("fragile", "UsesFragile")
+    scheduler = Runtime(provider, registry_engine.registry, RuntimeOptions(inline_activities=False))
+    assert await scheduler.run_orchestrations() == 1  # the task is queued now
+    for _ in range(3):  # three workers took it and died before completing it
+        item = await provider.fetch_activity(timedelta(seconds=30))
+        assert item is not None and item.task.name == "Fragile"
+        await provider.abandon_activity(item.lock_token)
+    try:
+        await registry_engine.start_runtime(max_dequeue_count=3)
+        status = await registry_engine.finish("fragile")
+    finally:
+        await registry_engine.stop_all()
+    assert status.status == RuntimeStatus.FAILED
+    assert status.error is not None and status.error.category == ErrorCategory.INFRASTRUCTURE
+    assert status.error.details is not None
+    cause = status.error.details["cause"]
+    assert cause["type"] == "PoisonMessage"
+    assert "'Fragile' was delivered 4 times" in cause["message"]
+    assert runs == [], "a poison task is not run again"
+
+
+class _RuntimeInAThread:
+    """A second runtime with an event loop of its own: another process, as far as locks go."""
+
+    def __init__(self, dsn: str, registry: Any, options: RuntimeOptions) -> None:
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(dsn, registry, options),))
+
+    async def _main(self, dsn: str, registry: Any, options: RuntimeOptions) -> None:
+        provider = await PostgresProvider.connect(dsn, max_pool=2)
+        runtime = Runtime(provider, registry, options)
+        await runtime.start()
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                await asyncio.sleep(0.05)
+        finally:
+            await runtime.shutdown(grace=5)
+            await provider.close()
+
+    def __enter__(self) -> _RuntimeInAThread:
+        self._thread.start()
+        assert self._ready.wait(30), "the competing runtime did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+@pytest.mark.postgres
+async def test_a_turn_longer_than_its_lock_keeps_the_instance(pg_dsn: str) -> None:
+    """Lock renewal for long turns: before it, a turn outliving ``lock_timeout`` was taken over by
+    another process and ran twice (the first commit then lost its lock)."""
+    provider = await PostgresProvider.connect(pg_dsn, max_pool=4)
+    engine = Engine(provider)
+    turns: list[int] = []
+
+    @engine.registry.orchestration("Slow")
+    async def slow(ctx: Any, _: Any) -> str:
+        if not ctx.is_replaying:
+            turns.append(threading.get_ident())
+            time.sleep(2.0)  # noqa: ASYNC251 - three times the lock
+        return "done"
+
+    lock = timedelta(seconds=0.6)
+    try:
+        await engine.start_runtime(lock_timeout=lock)
+        with _RuntimeInAThread(pg_dsn, engine.registry, RuntimeOptions(lock_timeout=lock, idle_wait=0.1)):
+            await engine.client.start_orchestration("slow", "Slow")  # either runtime may take it
+            status = await engine.client.wait_for_completion("slow", timeout=30)
+            await asyncio.sleep(1.0)  # time for a takeover to show, had there been one
+        assert status.status == RuntimeStatus.COMPLETED, status.error
+        assert len(turns) == 1, f"the turn ran {len(turns)} times"
+        history = await engine.client.get_history("slow")
+        assert [e.kind.value for e in history].count("TurnStarted") == 1
+    finally:
+        await engine.stop_all()
+        await provider.close()

@@ -20,6 +20,10 @@
 --   task handed over by an inline dispatch), computed on its clock and compared here with
 --   now(): a host clock minutes off fired timers minutes late or early and stored locks that
 --   had already expired. commit_turn now takes durations and computes the instants itself.
+--
+-- Long turns keep their instance
+--   renew_orchestration_lock extends a turn's lock (and keeps its fetched messages hidden with
+--   it) while orchestration code, inline activities or the commit outlive the lock timeout.
 
 
 -- Release an instance after a failed turn. Without a delay it is fetchable at once; with one,
@@ -227,6 +231,26 @@ BEGIN
     IF EXISTS (SELECT 1 FROM orchestrator_queue WHERE instance_id = v_iid AND visible_at <= v_now) THEN
         PERFORM pg_notify(notify_channel('orchestrator'), '');
     END IF;
+    RETURN true;
+END;
+$$;
+
+
+-- Extend a turn's instance lock; false when the token no longer holds the instance.
+CREATE FUNCTION renew_orchestration_lock(p_token text, p_lock_seconds double precision) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_until timestamptz := now() + make_interval(secs => p_lock_seconds);
+BEGIN
+    -- like a fetch: losing a renewal in a crash is harmless (the lock expires as it would have)
+    PERFORM set_config('synchronous_commit', 'off', true);
+    UPDATE instance_locks SET locked_until = v_until WHERE lock_token = p_token;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE orchestrator_queue SET visible_at = v_until WHERE lock_token = p_token;
     RETURN true;
 END;
 $$;
