@@ -255,7 +255,9 @@ class _TurnPlanner:
             outcome.kind == OutcomeKind.RUNNING
             and self.history
             and all(e.kind == EventKind.TURN_STARTED for e in result.events)
-            and not (result.activity_tasks or result.timers or result.new_instances)
+            and not (
+                result.activity_tasks or result.timers or result.new_instances or result.children_to_cancel
+            )
             and result.custom_status == self.record.custom_status
         ):
             # only stale messages arrived (a late timer, a completion nobody awaits any more):
@@ -263,8 +265,9 @@ class _TurnPlanner:
             return TurnCommit(self.item.instance_id, self.execution_id, [], consumed, None)
         events = list(result.events)
         # fire-and-forget work of a final turn still goes out (CreateInstance starts its
-        # monitor and returns); timers of a finished instance would only be dropped
-        sends_work = outcome.kind in (OutcomeKind.RUNNING, OutcomeKind.COMPLETED, OutcomeKind.CONTINUED)
+        # monitor and returns; a cancelled one schedules its cleanup); timers of a finished
+        # instance would only be dropped
+        sends_work = outcome.kind != OutcomeKind.FAILED
         timers = result.timers if outcome.kind == OutcomeKind.RUNNING else []
         messages = [
             TimedMessage(
@@ -313,18 +316,20 @@ class _TurnPlanner:
             status = (
                 RuntimeStatus.CANCELLED if outcome.kind == OutcomeKind.CANCELLED else RuntimeStatus.FAILED
             )
-            update = self._update(status, error=error.to_dict(), **custom)
+            update = self._update(status, output=outcome.output, error=error.to_dict(), **custom)
             messages += self._parent_notice(error=error)
-            messages += [
-                TimedMessage(
-                    OrchestratorMessage(
-                        kind=MessageKind.CANCEL,
-                        instance_id=child,
-                        data=f"parent {self.item.instance_id} cancelled",
-                    )
+        # sub-orchestrations running when the cancellation arrived go down with the parent now,
+        # while its cleanup (if any) still runs
+        messages += [
+            TimedMessage(
+                OrchestratorMessage(
+                    kind=MessageKind.CANCEL,
+                    instance_id=child,
+                    data=f"parent {self.item.instance_id} cancelled",
                 )
-                for child in result.children_to_cancel
-            ]
+            )
+            for child in result.children_to_cancel
+        ]
         return TurnCommit(
             instance_id=self.item.instance_id,
             execution_id=self.execution_id,
