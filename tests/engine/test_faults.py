@@ -53,15 +53,8 @@ async def faulty(provider: Provider) -> AsyncIterator[tuple[Engine, FaultyProvid
         await eng.stop_all()
 
 
-async def test_a_message_arriving_while_continue_as_new_backs_off_waits_for_the_new_execution(
-    faulty: tuple[Engine, FaultyProvider],
-) -> None:
-    """Fault 1: the turn holding ContinueAsNew fails to commit; an event arrives in the backoff.
-
-    Before the fix the event was fetched alone, the old execution (ending in ContinuedAsNew) was
-    replayed, and the instance failed with "completed during replay".
-    """
-    engine, wrapper = faulty
+def _register_generations(engine: Engine) -> None:
+    """Generation 0 waits for "tick" and continues as new; generation 1 waits for "go"."""
 
     @engine.registry.orchestration("Generations")
     async def generations(ctx: Any, generation: int) -> Any:
@@ -70,6 +63,10 @@ async def test_a_message_arriving_while_continue_as_new_backs_off_waits_for_the_
             return ctx.continue_as_new(1)
         return {"generation": generation, "go": await ctx.wait_for_event("go")}
 
+
+async def _continue_as_new_and_refuse_its_commit(engine: Engine, wrapper: FaultyProvider) -> None:
+    """Run "gen" until the turn holding its ContinueAsNew message failed to commit (2 s backoff)."""
+    _register_generations(engine)
     await engine.start_runtime(error_backoff=timedelta(seconds=2))
     await engine.client.start_orchestration("gen", "Generations", 0)
     await engine.client.raise_event("gen", "tick")
@@ -79,6 +76,18 @@ async def test_a_message_arriving_while_continue_as_new_backs_off_waits_for_the_
 
     await engine.until(commit_refused, step=0.01)
     assert wrapper.failed[0].consumed_message_ids, "the refused turn held the ContinueAsNew message"
+
+
+async def test_a_message_arriving_while_continue_as_new_backs_off_waits_for_the_new_execution(
+    faulty: tuple[Engine, FaultyProvider],
+) -> None:
+    """Fault 1: the turn holding ContinueAsNew fails to commit; an event arrives in the backoff.
+
+    Before the fix the event was fetched alone, the old execution (ending in ContinuedAsNew) was
+    replayed, and the instance failed with "completed during replay".
+    """
+    engine, wrapper = faulty
+    await _continue_as_new_and_refuse_its_commit(engine, wrapper)
     # the ContinueAsNew message is backing off now; a stray event arrives in that window
     await engine.client.raise_event("gen", "go", "later")
     status = await engine.finish("gen", step=0.25)
@@ -94,20 +103,7 @@ async def test_cancel_arriving_while_continue_as_new_backs_off_cancels_the_new_e
 ) -> None:
     """Fault 1 with a cancellation as the stray message: the instance ends Cancelled, not Failed."""
     engine, wrapper = faulty
-
-    @engine.registry.orchestration("Generations")
-    async def generations(ctx: Any, generation: int) -> Any:
-        await ctx.wait_for_event("tick")
-        return ctx.continue_as_new(generation + 1)
-
-    await engine.start_runtime(error_backoff=timedelta(seconds=2))
-    await engine.client.start_orchestration("gen", "Generations", 0)
-    await engine.client.raise_event("gen", "tick")
-
-    async def commit_refused() -> bool:
-        return bool(wrapper.failed)
-
-    await engine.until(commit_refused, step=0.01)
+    await _continue_as_new_and_refuse_its_commit(engine, wrapper)
     assert await engine.client.cancel("gen", "stop between generations")
     status = await engine.finish("gen", step=0.25)
     assert status.status == RuntimeStatus.CANCELLED, status.error
@@ -130,13 +126,7 @@ async def test_a_message_without_the_continue_as_new_it_follows_is_deferred_not_
         return False
 
     engine = Engine(FaultyProvider(provider, hold_back_continue_as_new))  # type: ignore[arg-type]
-
-    @engine.registry.orchestration("Generations")
-    async def generations(ctx: Any, generation: int) -> Any:
-        if generation == 0:
-            await ctx.wait_for_event("tick")
-            return ctx.continue_as_new(1)
-        return {"generation": generation, "go": await ctx.wait_for_event("go")}
+    _register_generations(engine)
 
     try:
         await engine.start_runtime(error_backoff=timedelta(seconds=0.2))
@@ -199,6 +189,18 @@ async def test_sub_orchestration_whose_instance_id_exists_fails_the_parent_catch
 # --- fault 4: orchestration code is bounded ----------------------------------------------------
 
 
+def _register_quick(engine: Engine) -> None:
+    """``Quick``: one activity, the orchestrations whose latency shows a stalled process."""
+
+    @engine.registry.activity("Inc")
+    def inc(ctx: Any, x: int) -> int:
+        return x + 1
+
+    @engine.registry.orchestration("Quick")
+    async def quick(ctx: Any, x: int) -> int:
+        return int(await ctx.schedule_activity("Inc", x))
+
+
 async def _latency(engine: Engine, instance_id: str) -> float:
     began = time.monotonic()
     await engine.client.start_orchestration(instance_id, "Quick", 1)
@@ -211,14 +213,7 @@ async def test_a_turn_that_blocks_does_not_stall_the_rest_of_the_process(provide
     """Fault 4: orchestration code ran on the event loop; a ``time.sleep`` stalled every dispatcher."""
     engine = Engine(provider)
     sleeping = threading.Event()
-
-    @engine.registry.activity("Inc")
-    def inc(ctx: Any, x: int) -> int:
-        return x + 1
-
-    @engine.registry.orchestration("Quick")
-    async def quick(ctx: Any, x: int) -> int:
-        return int(await ctx.schedule_activity("Inc", x))
+    _register_quick(engine)
 
     @engine.registry.orchestration("Blocker")
     async def blocker(ctx: Any, seconds: float) -> str:
@@ -251,14 +246,7 @@ async def test_a_turn_past_its_time_limit_fails_the_instance_and_the_process_goe
 ) -> None:
     engine = Engine(provider)
     stopped: list[str] = []
-
-    @engine.registry.activity("Inc")
-    def inc(ctx: Any, x: int) -> int:
-        return x + 1
-
-    @engine.registry.orchestration("Quick")
-    async def quick(ctx: Any, x: int) -> int:
-        return int(await ctx.schedule_activity("Inc", x))
+    _register_quick(engine)
 
     @engine.registry.orchestration("Sleeper")
     async def sleeper(ctx: Any, _: Any) -> str:

@@ -122,16 +122,16 @@ async def test_concurrent_migrators_through_the_pooler_apply_each_file_once(
 
 # --- runtime semantics through the pooler (the ``engine`` fixture takes its provider from the
 # ``provider_factory`` above): imported, so pytest runs them here too --------------------------
-from .test_cancellation import (  # noqa: E402
+from .test_cancellation import (  # noqa: E402, F401
     test_a_cancelled_orchestration_cleans_up_then_ends_cancelled,
     test_cancellation_cascades_to_sub_orchestrations_which_clean_up_too,
 )
-from .test_faults import (  # noqa: E402
+from .test_faults import (  # noqa: E402, F401
     faulty,
     test_a_message_arriving_while_continue_as_new_backs_off_waits_for_the_new_execution,
     test_sub_orchestration_whose_instance_id_exists_fails_the_parent_catchably,
 )
-from .test_semantics import (  # noqa: E402
+from .test_semantics import (  # noqa: E402, F401
     test_client_start_is_idempotent_and_lists_filters_pages_purges,
     test_continue_as_new_starts_fresh_history_and_carries_events,
     test_crashed_dispatcher_item_comes_back_after_lock_expiry,
@@ -142,20 +142,3 @@ from .test_semantics import (  # noqa: E402
     test_timers_fire_at_their_time_and_survive_a_runtime_restart,
     test_wait_for_completion_times_out_on_a_running_instance,
 )
-
-SEMANTICS_THROUGH_PGBOUNCER = [
-    faulty,
-    test_a_cancelled_orchestration_cleans_up_then_ends_cancelled,
-    test_a_message_arriving_while_continue_as_new_backs_off_waits_for_the_new_execution,
-    test_cancellation_cascades_to_sub_orchestrations_which_clean_up_too,
-    test_client_start_is_idempotent_and_lists_filters_pages_purges,
-    test_continue_as_new_starts_fresh_history_and_carries_events,
-    test_crashed_dispatcher_item_comes_back_after_lock_expiry,
-    test_external_event_raised_before_wait_is_kept,
-    test_join_returns_results_in_argument_order,
-    test_long_activity_renews_its_lock_and_runs_once,
-    test_sub_orchestration_whose_instance_id_exists_fails_the_parent_catchably,
-    test_sub_orchestrations_results_errors_and_derived_ids,
-    test_timers_fire_at_their_time_and_survive_a_runtime_restart,
-    test_wait_for_completion_times_out_on_a_running_instance,
-]
