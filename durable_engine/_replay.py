@@ -235,9 +235,11 @@ class TurnExecutor:
                     for p in self._pending.values()
                     if p.kind == EventKind.SUB_ORCHESTRATION_SCHEDULED and p.instance
                 ]
-            if self._main is not None and not self._main.finished:
-                # the code sees it at the await it is blocked on, and may clean up
-                self._main.throw = OrchestrationCancelledError(reason)
+            # the code sees it at the await it is blocked on, and may clean up; the engine's own
+            # helpers (retry loops) stop too, so a cancelled instance schedules no more attempts
+            for fiber in self._fibers:
+                if not fiber.finished:
+                    fiber.throw = OrchestrationCancelledError(reason)
 
     # --- fibers -------------------------------------------------------------------------------
     def _start_main(self, input: Any) -> None:

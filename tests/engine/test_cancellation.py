@@ -8,12 +8,14 @@ and queued (the ``engine`` fixture).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from durable_engine import (
     ActivityError,
     EventKind,
     OrchestrationCancelledError,
+    RetryPolicy,
     RuntimeStatus,
     SubOrchestrationError,
 )
@@ -176,3 +178,38 @@ async def test_a_cancel_before_the_first_turn_runs_no_code(engine: Engine) -> No
     assert ran == []
     kinds = [e.kind for e in await engine.client.get_history("early")]
     assert EventKind.ACTIVITY_SCHEDULED not in kinds
+
+
+async def test_a_cancelled_orchestration_stops_retrying(engine: Engine) -> None:
+    attempts: list[int] = []
+
+    @engine.registry.activity("Flaky")
+    def flaky(ctx: Any, _: Any) -> None:
+        attempts.append(ctx.attempt)
+        raise RuntimeError("not yet")
+
+    @engine.registry.orchestration("Persistent")
+    async def persistent(ctx: Any, _: Any) -> Any:
+        policy = RetryPolicy(max_attempts=100, backoff="fixed", initial_delay=timedelta(seconds=1))
+        try:
+            return await ctx.schedule_activity("Flaky", retry=policy)
+        except OrchestrationCancelledError:
+            await ctx.schedule_timer(timedelta(seconds=2))  # a cleanup that outlasts a retry delay
+            ctx.set_custom_status("cleaned up")
+            raise
+
+    await engine.start_runtime()
+    await engine.client.start_orchestration("persistent", "Persistent")
+
+    async def retrying() -> bool:
+        return any(e.kind == EventKind.TIMER_CREATED for e in await engine.client.get_history("persistent"))
+
+    await engine.until(retrying)
+    await engine.client.cancel("persistent", "enough")
+    status = await engine.finish("persistent")
+    assert status.status == RuntimeStatus.CANCELLED and status.custom_status == "cleaned up"
+    history = await engine.client.get_history("persistent")
+    cancel_at = next(i for i, e in enumerate(history) if e.kind == EventKind.CANCEL_REQUESTED)
+    after = [e.kind for e in history[cancel_at:]]
+    assert EventKind.ACTIVITY_SCHEDULED not in after, "no attempt after the cancellation"
+    assert after.count(EventKind.TIMER_CREATED) == 1, "only the cleanup's timer, no retry delay"
