@@ -16,7 +16,7 @@ from ._history import EventKind, HistoryEvent
 from ._messages import MessageKind, OrchestratorMessage
 from ._provider import InstanceRecord, InstanceUpdate, OrchestrationItem, TimedMessage, TurnCommit
 from ._registry import Registry
-from ._replay import OutcomeKind, TurnExecutor, TurnResult
+from ._replay import OutcomeKind, TurnExecutor, TurnResult, parse_time
 from ._status import RuntimeStatus
 
 
@@ -152,8 +152,26 @@ class _TurnPlanner:
         return self._commit_from(result, consumed)
 
     # --- message → event ----------------------------------------------------------------------
+    def _turn_time(self) -> datetime:
+        """The turn's time (``ctx.utc_now()``): the clock's, but never before the previous turn
+        nor before a timer firing in this one.
+
+        A provider's clock may be an estimate (PostgreSQL's is the server's, read on this host)
+        and host clocks step; orchestration code must still see time move forward, and a timer
+        of ``d`` never end less than ``d`` after it was set.
+        """
+        floor = self.now
+        previous = next((e for e in reversed(self.history) if e.kind == EventKind.TURN_STARTED), None)
+        if previous is not None and previous.timestamp:
+            floor = max(floor, parse_time(previous.timestamp))
+        for msg in self.item.messages:
+            fired = msg.kind == MessageKind.TIMER_FIRED and msg.execution_id == self.execution_id
+            if fired and msg.timestamp:
+                floor = max(floor, parse_time(msg.timestamp))
+        return floor
+
     def _events_from_messages(self) -> list[HistoryEvent]:
-        events = [HistoryEvent(EventKind.TURN_STARTED, timestamp=self.now.isoformat())]
+        events = [HistoryEvent(EventKind.TURN_STARTED, timestamp=self._turn_time().isoformat())]
         for msg in self.item.messages:
             event = self._event_of(msg)
             if event is not None:

@@ -195,6 +195,11 @@ class PgBouncer:
                 self.process.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
 
+    def check_alive(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            code = None if self.process is None else self.process.returncode
+            raise RuntimeError(f"pgbouncer is not running (exit status {code}):\n{self.log()[-4000:]}")
+
     def dsn(self, dbname: str) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
 
@@ -219,4 +224,5 @@ def pgbouncer(pg_server: EmbeddedPostgres) -> Iterator[PgBouncer]:
 @pytest.fixture
 def pgbouncer_dsn(pgbouncer: PgBouncer, pg_dsn: str) -> str:
     """The test's fresh database, through PgBouncer in transaction pooling mode."""
+    pgbouncer.check_alive()
     return pgbouncer.through(pg_dsn)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -118,3 +119,47 @@ async def test_a_handed_over_activity_is_not_taken_by_another_worker_while_it_ru
     assert status.status == RuntimeStatus.COMPLETED, status.error
     assert status.output == "slow"
     assert runs == [1], f"the activity ran {len(runs)} times: another worker took it while it ran"
+
+
+class JitteryClock:
+    """A host clock that jumps back and forth by ``jump`` on successive reads (an NTP-stepped VM)."""
+
+    manual = False
+
+    def __init__(self, jump: timedelta) -> None:
+        self.jump = jump
+        self.reads = 0
+
+    def now(self) -> datetime:
+        self.reads += 1
+        return datetime.now(UTC) + (self.jump if self.reads % 2 else -self.jump)
+
+
+async def test_orchestration_time_moves_forward_and_timers_take_their_time(pg_dsn: str) -> None:
+    """``ctx.utc_now()`` never goes back between turns, and after a timer of ``d`` it is at least
+    ``d`` later, even when the clock the turns are stamped with is an estimate that wobbles."""
+    provider = await PostgresProvider.connect(
+        pg_dsn, max_pool=4, host_clock=JitteryClock(timedelta(seconds=0.3))
+    )
+    registry = Registry()
+
+    @registry.orchestration("Ticker")
+    async def ticker(ctx: Any, _: Any) -> list[str]:
+        seen = [ctx.utc_now().isoformat()]
+        for _ in range(4):
+            await ctx.schedule_timer(timedelta(seconds=0.2))
+            seen.append(ctx.utc_now().isoformat())
+        return seen
+
+    runtime = Runtime(provider, registry, RuntimeOptions(idle_wait=0.5))
+    await runtime.start()
+    try:
+        await Client(provider).start_orchestration("ticker", "Ticker")
+        status = await Client(provider).wait_for_completion("ticker", timeout=30)
+    finally:
+        await runtime.shutdown(grace=2)
+        await provider.close()
+    assert status.status == RuntimeStatus.COMPLETED, status.error
+    seen = [datetime.fromisoformat(t) for t in status.output]
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(seen)]
+    assert all(gap >= 0.2 for gap in gaps), gaps
