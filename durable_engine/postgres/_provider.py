@@ -21,8 +21,9 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg import sql
@@ -48,6 +49,7 @@ from ._connections import Connections, ConnectKwargs, Pooler
 from ._dbclock import DatabaseClock
 from ._listener import Listener
 
+T = TypeVar("T")
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TERMINAL = [s.value for s in RuntimeStatus if s.is_terminal]
 _INSTANCE_COLUMNS = (
@@ -59,6 +61,27 @@ _INSTANCE_COLUMNS = (
 _MAX_IDLE_SLEEP = 30.0
 #: without LISTEN (behind a transaction-mode pooler), how often idle waiters poll by default
 _POLL_INTERVAL = 0.5
+
+
+async def _uncancelled(query: Coroutine[Any, Any, T]) -> T:
+    """Await a short read that a waiter's cancellation must not interrupt.
+
+    Waits are cancelled all the time (a dispatcher stopping, ``wait_for_completion`` returning).
+    A query cancelled mid-flight makes psycopg send the server a cancel request over a new
+    connection; letting the read finish in the background and hand its connection back costs
+    nothing (and spares PgBouncer 1.18 a cancel-request path that crashes it).
+    """
+    task = asyncio.ensure_future(query)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_discard)  # nobody wants its result now, nor an error it may end in
+        raise
+
+
+def _discard(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _ts(value: Any) -> datetime | None:
@@ -271,6 +294,10 @@ class PostgresProvider:
             cur = await conn.execute(cast(Any, query), params)
             row = await cur.fetchone()
             return None if row is None else row[0]
+
+    async def _row(self, query: str, params: tuple[Any, ...]) -> TupleRow | None:
+        async with self._pool.connection() as conn:
+            return await (await conn.execute(query, params)).fetchone()
 
     async def _scalar_and_clock(self, query: str | sql.Composed, params: tuple[Any, ...] = ()) -> Any:
         """``_scalar`` of a query whose second column is ``clock_timestamp()``: a clock sample for free."""
@@ -538,8 +565,10 @@ class PostgresProvider:
         event = self._listener.current(queue)
         deadline = time.monotonic() + max(0.0, min(timeout, _MAX_IDLE_SLEEP))
         while True:
-            until_work = await self._scalar_and_clock(
-                self._q("SELECT {s}.seconds_until_work(%s), clock_timestamp()"), (queue,)
+            until_work = await _uncancelled(
+                self._scalar_and_clock(
+                    self._q("SELECT {s}.seconds_until_work(%s), clock_timestamp()"), (queue,)
+                )
             )
             budget = deadline - time.monotonic()
             if until_work is not None:
@@ -580,8 +609,7 @@ class PostgresProvider:
         query = self._q("SELECT status, updated_at FROM {s}.instances WHERE instance_id = %s")
         first: tuple[Any, ...] | None = None
         while not event.is_set():
-            async with self._pool.connection() as conn:
-                row = await (await conn.execute(query, (instance_id,))).fetchone()
+            row = await _uncancelled(self._row(query, (instance_id,)))
             if row is None or (first is not None and tuple(row) != first):
                 return
             first = tuple(row)
