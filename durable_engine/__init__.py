@@ -26,6 +26,7 @@ from ._errors import (
     InvalidInputError,
     LockLostError,
     NonDeterminismError,
+    OrchestrationCancelledError,
     SubOrchestrationError,
     TaskFailedError,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "MessageKind",
     "NewInstance",
     "NonDeterminismError",
+    "OrchestrationCancelledError",
     "OrchestrationContext",
     "OrchestrationItem",
     "OrchestrationStatus",

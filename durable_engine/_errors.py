@@ -94,6 +94,21 @@ class SubOrchestrationError(TaskFailedError):
     """A sub-orchestration ended Failed or Cancelled."""
 
 
+class OrchestrationCancelledError(BaseException):
+    """Raised inside an orchestration, at the await it is blocked on, when it is cancelled.
+
+    Catch it to clean up: schedule and await activities (or sub-orchestrations), then re-raise
+    it or return; either way the instance ends Cancelled (another exception ends it Failed).
+    A ``BaseException``, like ``asyncio.CancelledError``: a broad ``except Exception`` in
+    orchestration code does not swallow a cancellation by accident.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error = ErrorInfo(ErrorCategory.APPLICATION, "Cancelled", reason)
+
+
 class NonDeterminismError(DurableError):
     """Replay produced a different action than history recorded at the same position."""
 

@@ -69,6 +69,8 @@ class InMemoryProvider:
         self._locks: dict[str, _InstanceLock] = {}
         self._seq = 0
         self._created_seq: dict[str, int] = {}
+        #: the parent link each instance was created with (a sub-orchestration's identity)
+        self._parent_links: dict[str, dict[str, Any] | None] = {}
         self._wake = {"orchestrator": asyncio.Event(), "worker": asyncio.Event()}
         self._status_waiters: dict[str, list[asyncio.Event]] = {}
         if isinstance(self.clock, ManualClock):
@@ -112,6 +114,7 @@ class InMemoryProvider:
             updated_at=now,
         )
         self._created_seq[inst.instance_id] = self._next_id()
+        self._parent_links[inst.instance_id] = _copy(inst.parent)
         self._put_message(
             OrchestratorMessage(
                 kind=MessageKind.START,
@@ -250,12 +253,21 @@ class InMemoryProvider:
                 locked_until=claimed.locked_until,
             )
         for inst in commit.new_instances:
-            self._create(inst)
+            created = self._create(inst)
+            if not created and inst.parent and self._parent_links.get(inst.instance_id) != inst.parent:
+                self._put_message(_instance_exists(inst), None)
         del self._locks[iid]
         for m in self._messages.values():
             if m[0] == iid:
                 m[1].lock_token = None
         self._notify_status(iid)
+
+    async def renew_orchestration_lock(self, lock_token: str, lock_timeout: timedelta) -> bool:
+        for lock in self._locks.values():
+            if lock.token == lock_token:
+                lock.locked_until = self.now() + lock_timeout
+                return True
+        return False
 
     async def abandon_orchestration_item(self, lock_token: str, delay: timedelta | None = None) -> None:
         for iid, lock in list(self._locks.items()):
@@ -266,7 +278,12 @@ class InMemoryProvider:
                     if entry is not None:
                         entry[1].visible_at = visible_at
                         entry[1].lock_token = None
-                del self._locks[iid]
+                if visible_at > self.now():
+                    # the instance itself backs off: what arrives meanwhile waits for the fetched
+                    # messages, so a ContinueAsNew is never overtaken by a later message
+                    self._locks[iid] = _InstanceLock(f"backoff:{uuid.uuid4().hex}", visible_at)
+                else:
+                    del self._locks[iid]
                 self._wake["orchestrator"].set()
                 return
 
@@ -350,6 +367,8 @@ class InMemoryProvider:
             return False
         del self._instances[instance_id]
         self._created_seq.pop(instance_id, None)
+        self._parent_links.pop(instance_id, None)
+        self._locks.pop(instance_id, None)
         for k in [k for k in self._history if k[0] == instance_id]:
             del self._history[k]
         for mid in [mid for mid, (iid, _) in self._messages.items() if iid == instance_id]:
@@ -417,4 +436,22 @@ def _copy_record(record: InstanceRecord) -> InstanceRecord:
         parent_instance_id=record.parent_instance_id,
         created_at=record.created_at,
         updated_at=record.updated_at,
+    )
+
+
+def _instance_exists(inst: NewInstance) -> OrchestratorMessage:
+    """What the parent of a sub-orchestration hears when the child's id belongs to another instance."""
+    assert inst.parent is not None
+    return OrchestratorMessage(
+        kind=MessageKind.SUB_ORCHESTRATION_FAILED,
+        instance_id=inst.parent["instance"],
+        execution_id=inst.parent.get("execution_id"),
+        corr_id=inst.parent.get("corr_id"),
+        name=inst.name,
+        error={
+            "category": "application",
+            "type": "InstanceAlreadyExists",
+            "message": f"sub-orchestration {inst.name!r} cannot start: "
+            f"instance id {inst.instance_id!r} already exists",
+        },
     )

@@ -21,7 +21,15 @@ QueueName = Literal["orchestrator", "worker"]
 
 @dataclass
 class NewInstance:
-    """An instance row to create together with its Start message (no-op if the id exists)."""
+    """An instance row to create together with its Start message.
+
+    If the id exists, nothing is created. For a sub-orchestration (``parent`` set) whose id
+    belongs to another instance, the provider then enqueues a ``SubOrchestrationFailed``
+    message to the parent (its execution and correlation id from ``parent``) with the error
+    ``{"category": "application", "type": "InstanceAlreadyExists", "message": ...}`` naming the
+    id, so the parent never waits for a child that will not run. Asking again for the child
+    that exists under the same parent link is a no-op.
+    """
 
     instance_id: str
     name: str
@@ -146,8 +154,21 @@ class Provider(Protocol):
         """Apply a turn atomically and release the lock; raises LockLostError if it was lost."""
         ...
 
+    async def renew_orchestration_lock(self, lock_token: str, lock_timeout: timedelta) -> bool:
+        """Extend a turn's instance lock (and keep its messages hidden) to ``lock_timeout`` from now.
+
+        False if the lock was lost (another dispatcher took the instance). Like a commit, a
+        renewal succeeds after expiry as long as nobody replaced the token.
+        """
+        ...
+
     async def abandon_orchestration_item(self, lock_token: str, delay: timedelta | None = None) -> None:
-        """Release the lock without consuming anything; the messages come back after ``delay``."""
+        """Release the lock without consuming anything; the messages come back after ``delay``.
+
+        With a delay the *instance* backs off: until the delay has passed it is not fetched at
+        all, so messages that arrive meanwhile are delivered together with the abandoned ones,
+        never before them (a ContinueAsNew must not be overtaken by a later event).
+        """
         ...
 
     # --- worker queue ---------------------------------------------------------------------

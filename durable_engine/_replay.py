@@ -24,6 +24,7 @@ from ._errors import (
     ErrorInfo,
     InvalidInputError,
     NonDeterminismError,
+    OrchestrationCancelledError,
     SubOrchestrationError,
     TaskFailedError,
 )
@@ -85,6 +86,8 @@ class _Fiber:
         self.coro = coro
         self.future = future
         self.waiting: DurableFuture[Any] | None = None
+        #: raised at the fiber's current await on its next step (cancellation)
+        self.throw: BaseException | None = None
         self.finished = False
 
 
@@ -118,6 +121,12 @@ class TurnExecutor:
         self._fatal: NonDeterminismError | None = None
         self._replaying = True
         self._done = False
+        #: set by the first CancelRequested; the code then runs its cleanup, if any
+        self._cancel_reason: str | None = None
+        #: cancelled in the very turn that starts the execution: its code never runs
+        self._cancelled_before_start = not history and any(
+            e.kind == EventKind.CANCEL_REQUESTED for e in new_events
+        )
         self.current_time: datetime = datetime.fromtimestamp(0).astimezone()
         parent = next((e.parent for e in history if e.kind == EventKind.ORCHESTRATION_STARTED), None)
         self.ctx = OrchestrationContext(
@@ -185,7 +194,15 @@ class TurnExecutor:
             assert event.timestamp is not None
             self.current_time = parse_time(event.timestamp)
         elif kind == EventKind.ORCHESTRATION_STARTED:
-            self._start_main(event.data)
+            if self._cancelled_before_start:
+                reason = next(
+                    str(e.data or "cancelled")
+                    for e in self._new_events
+                    if e.kind == EventKind.CANCEL_REQUESTED
+                )
+                self._finish(Outcome(OutcomeKind.CANCELLED, error=OrchestrationCancelledError(reason).error))
+            else:
+                self._start_main(event.data)
         elif kind in (
             EventKind.ACTIVITY_COMPLETED,
             EventKind.TIMER_FIRED,
@@ -208,18 +225,21 @@ class TurnExecutor:
             else:
                 self._buffered.setdefault(name, deque()).append(event)
         elif kind == EventKind.CANCEL_REQUESTED:
+            if self._cancel_reason is not None:
+                return  # already cancelling: a repeated request changes nothing
             reason = str(event.data or "cancelled")
-            self.result.children_to_cancel = [
-                p.instance
-                for p in self._pending.values()
-                if p.kind == EventKind.SUB_ORCHESTRATION_SCHEDULED and p.instance
-            ]
-            self._finish(
-                Outcome(
-                    OutcomeKind.CANCELLED,
-                    error=ErrorInfo(ErrorCategory.APPLICATION, "Cancelled", reason),
-                )
-            )
+            self._cancel_reason = reason
+            if not in_replay:  # running sub-orchestrations are cancelled at once, with the parent
+                self.result.children_to_cancel = [
+                    p.instance
+                    for p in self._pending.values()
+                    if p.kind == EventKind.SUB_ORCHESTRATION_SCHEDULED and p.instance
+                ]
+            # the code sees it at the await it is blocked on, and may clean up; the engine's own
+            # helpers (retry loops) stop too, so a cancelled instance schedules no more attempts
+            for fiber in self._fibers:
+                if not fiber.finished:
+                    fiber.throw = OrchestrationCancelledError(reason)
 
     # --- fibers -------------------------------------------------------------------------------
     def _start_main(self, input: Any) -> None:
@@ -237,7 +257,11 @@ class TurnExecutor:
 
     def _step(self, fiber: _Fiber) -> None:
         try:
-            yielded = fiber.coro.send(None)
+            if fiber.throw is not None:
+                exc, fiber.throw = fiber.throw, None
+                yielded = fiber.coro.throw(exc)
+            else:
+                yielded = fiber.coro.send(None)
         except StopIteration as stop:
             self._fiber_finished(fiber, value=stop.value)
         except BaseException as exc:
@@ -268,6 +292,19 @@ class TurnExecutor:
             self._nondeterminism("the orchestration completed during replay, but history shows it went on")
         if self._fatal is not None:
             self._finish(Outcome(OutcomeKind.FAILED, error=self._fatal.error))
+        elif isinstance(exc, OrchestrationCancelledError) or (
+            exc is None and self._cancel_reason is not None
+        ):
+            # re-raised after its cleanup, or returned: cancelled either way (not continued)
+            reason = self._cancel_reason if self._cancel_reason is not None else str(exc)
+            output = None if isinstance(value, ContinueAsNew) else value
+            try:
+                ensure_json(output, "the orchestration output")
+            except InvalidInputError:
+                output = None
+            self._finish(
+                Outcome(OutcomeKind.CANCELLED, output=output, error=OrchestrationCancelledError(reason).error)
+            )
         elif exc is not None:
             self._finish(Outcome(OutcomeKind.FAILED, error=_error_of(exc)))
         elif isinstance(value, ContinueAsNew):
@@ -294,7 +331,8 @@ class TurnExecutor:
             for fiber in list(self._fibers):
                 if self._done:
                     break
-                if not fiber.finished and (fiber.waiting is None or fiber.waiting.done()):
+                ready = fiber.waiting is None or fiber.waiting.done() or fiber.throw is not None
+                if not fiber.finished and ready:
                     self._step(fiber)
                     progressed = True
 

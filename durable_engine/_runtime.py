@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -27,7 +26,8 @@ from ._messages import MessageKind, OrchestratorMessage
 from ._provider import ActivityItem, ClaimedTask, OrchestrationItem, Provider, QueueName, TurnCommit
 from ._registry import Registry
 from ._serialization import ensure_json
-from ._turn import TurnLimits, can_chain, merge_commits, next_item, plan_turn
+from ._threads import DaemonCall, in_daemon_thread
+from ._turn import TurnDeferred, TurnLimits, can_chain, merge_commits, next_item, plan_failure, plan_turn
 
 log = logging.getLogger("durable_engine.runtime")
 
@@ -57,12 +57,17 @@ class RuntimeOptions:
     #: how long one dispatch may chain turns; activities still running then are handed over
     #: (stored locked by this runtime, which completes them like any worker would)
     inline_budget: timedelta = timedelta(seconds=1)
+    #: the longest orchestration code may run in one turn (it runs off the event loop, so a
+    #: blocking call stalls only its own turn); past it the instance fails with ``TurnTimeout``
+    turn_timeout: timedelta = timedelta(seconds=30)
 
     def __post_init__(self) -> None:
         if self.orchestration_concurrency < 1 or self.activity_concurrency < 1:
             raise ValueError("RuntimeOptions concurrencies must be at least 1")
         if self.lock_timeout <= timedelta(0) or self.activity_lock_timeout <= timedelta(0):
             raise ValueError("RuntimeOptions lock timeouts must be positive")
+        if self.turn_timeout <= timedelta(0):
+            raise ValueError("RuntimeOptions.turn_timeout must be positive")
 
     @property
     def renewal_interval(self) -> float:
@@ -288,16 +293,32 @@ class Runtime:
         return await self.provider.fetch_orchestration_item(self.options.lock_timeout)
 
     async def process_orchestration_item(self, item: OrchestrationItem) -> None:
+        # the turn keeps its instance however long it takes: planning runs off the loop, and
+        # inline activities and the commit may together outlive lock_timeout
+        renewer = asyncio.create_task(self._renew_turn_lock(item))
+        try:
+            await self._process_orchestration_item(item, renewer)
+        finally:
+            renewer.cancel()
+
+    async def _process_orchestration_item(self, item: OrchestrationItem, renewer: asyncio.Task[None]) -> None:
         inline: list[_InlineRun] = []
         fetched = time.monotonic()
         try:
-            commit = plan_turn(item, self.registry, self.provider.now(), self._limits)
+            commit = await self._plan(item)
             if self.options.inline_activities:
                 commit = await self._chain_inline(item, commit, inline, fetched)
         except asyncio.CancelledError:
             _cancel_all(inline)
             await self._abandon_quietly(self.provider.abandon_orchestration_item(item.lock_token))
             raise
+        except TurnDeferred as deferred:
+            _cancel_all(inline)
+            log.info("deferring a turn: %s", deferred)
+            await self._abandon_quietly(
+                self.provider.abandon_orchestration_item(item.lock_token, self.options.error_backoff)
+            )
+            return
         except Exception:
             _cancel_all(inline)
             log.exception("planning a turn of %s failed; the messages will be redelivered", item.instance_id)
@@ -305,6 +326,7 @@ class Runtime:
                 self.provider.abandon_orchestration_item(item.lock_token, self.options.error_backoff)
             )
             return
+        renewer.cancel()  # the commit releases the lock; a renewal racing it would only log noise
         try:
             await self.provider.commit_turn(item.lock_token, commit)
         except LockLostError:
@@ -371,13 +393,64 @@ class Runtime:
                 break
             running[:] = [r for r in running if not r.execution.done()]
             current = next_item(current, latest, [r.execution.result() for r in finished])
-            latest = plan_turn(current, self.registry, self.provider.now(), self._limits)
+            latest = await self._plan(current)
             merged = merge_commits(merged, latest)
         locked_until = self.provider.now() + self.options.activity_lock_timeout
         merged.claimed_tasks = [
             ClaimedTask(r.item.task, r.item.lock_token, locked_until, r.item.dequeue_count) for r in running
         ]
         return merged
+
+    async def _plan(self, item: OrchestrationItem) -> TurnCommit:
+        """Plan a turn on a thread of its own, within ``turn_timeout``.
+
+        Orchestration code is user code: a ``time.sleep``, a busy loop or a huge replay on the
+        event loop would stall every dispatcher, lock renewal and the provider's wake-ups of the
+        process. Off the loop it stalls only its own turn; past the limit the instance fails with
+        a ``TurnTimeout`` that says why, and the thread is interrupted (best effort).
+        """
+        now = self.provider.now()
+        call = DaemonCall(f"turn-{item.instance_id}", plan_turn, item, self.registry, now, self._limits)
+        limit = self.options.turn_timeout.total_seconds()
+        try:
+            commit: TurnCommit = await asyncio.wait_for(asyncio.shield(call.future), limit)
+            return commit
+        except TimeoutError:
+            call.future.cancel()
+            call.interrupt()
+            log.error(
+                "a turn of %s ran longer than %.1f s; failing the instance (orchestration code blocked)",
+                item.instance_id,
+                limit,
+            )
+            return plan_failure(
+                item,
+                now,
+                ErrorInfo(
+                    ErrorCategory.CONFIGURATION,
+                    "TurnTimeout",
+                    f"a turn of this orchestration ran longer than {limit:.1f} s "
+                    "(RuntimeOptions.turn_timeout): orchestration code must not block - no time.sleep, "
+                    "I/O or long computations; use activities for work and ctx.schedule_timer to wait",
+                ),
+            )
+        except asyncio.CancelledError:
+            call.future.cancel()
+            raise
+
+    async def _renew_turn_lock(self, item: OrchestrationItem) -> None:
+        """Keep the instance locked while its turn runs (a third of ``lock_timeout`` at a time)."""
+        interval = max(self.options.lock_timeout.total_seconds() / 3, 0.01)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await self.provider.renew_orchestration_lock(
+                    item.lock_token, self.options.lock_timeout
+                ):
+                    log.warning("the turn of %s lost its instance lock while running", item.instance_id)
+                    return
+            except Exception:
+                log.warning("renewing an instance lock failed; will retry", exc_info=True)
 
     def _inline_finished(self, _: asyncio.Future[OrchestratorMessage]) -> None:
         self._inline_running -= 1
@@ -494,7 +567,7 @@ class Runtime:
             if registered.is_async:
                 result = await registered.fn(ctx, task.input)
             else:
-                result = await _in_daemon_thread(f"activity-{task.name}", registered.fn, ctx, task.input)
+                result = await in_daemon_thread(f"activity-{task.name}", registered.fn, ctx, task.input)
             ensure_json(result, f"the result of activity {task.name!r}")
         except asyncio.CancelledError:
             raise
@@ -538,39 +611,3 @@ class _InlineRun:
 def _cancel_all(runs: list[_InlineRun]) -> None:
     for run in runs:
         run.execution.cancel()  # a sync activity's thread runs on; its result is dropped
-
-
-def _in_daemon_thread(name: str, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-    """Run a sync activity on its own daemon thread; the future settles on the calling loop.
-
-    Why not a ThreadPoolExecutor: its threads are joined at interpreter exit, so one abandoned
-    sync activity (``shutdown`` after its grace) kept the host process alive until the activity
-    returned, and a pool shut down by ``shutdown`` refused the work of a restarted runtime. An
-    abandoned activity is redelivered anyway (at least once), so dying with the process is fine.
-    Concurrency stays bounded by the dispatch loops (``activity_concurrency``).
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():  # cancelled: the activity was abandoned
-            return
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
-
-    def target() -> None:
-        result: Any = None
-        error: BaseException | None = None
-        try:
-            result = fn(*args)
-        except StopIteration as exc:  # a future refuses StopIteration: it would never settle
-            error = RuntimeError(f"activity raised StopIteration({exc})")
-        except BaseException as exc:  # handed to the awaiting task, which classifies it
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=target, name=name, daemon=True).start()
-    return future

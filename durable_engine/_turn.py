@@ -16,7 +16,7 @@ from ._history import EventKind, HistoryEvent
 from ._messages import MessageKind, OrchestratorMessage
 from ._provider import InstanceRecord, InstanceUpdate, OrchestrationItem, TimedMessage, TurnCommit
 from ._registry import Registry
-from ._replay import OutcomeKind, TurnExecutor, TurnResult
+from ._replay import OutcomeKind, TurnExecutor, TurnResult, parse_time
 from ._status import RuntimeStatus
 
 
@@ -24,6 +24,15 @@ from ._status import RuntimeStatus
 class TurnLimits:
     history_cap: int = 10_000
     max_dequeue_count: int = 10
+
+
+class TurnDeferred(Exception):
+    """The messages in hand cannot be processed yet; the runtime releases them with a backoff.
+
+    Raised when an execution has ended in ContinuedAsNew but the message that starts the next
+    execution is not among them: replaying the finished execution would fail it. Providers back
+    off the whole instance, so the next delivery brings that message along.
+    """
 
 
 _COMPLETION_KINDS = {
@@ -42,8 +51,21 @@ def plan_turn(item: OrchestrationItem, registry: Registry, now: datetime, limits
         # a finished (or purged) instance runs no more turns: its late messages are dropped
         return TurnCommit(item.instance_id, record.execution_id if record else 1, [], consumed, None)
 
-    planner = _TurnPlanner(item, record, registry, now, limits)
-    return planner.plan(consumed)
+    return _TurnPlanner(item, record, now).plan(consumed, registry, limits)
+
+
+def plan_failure(item: OrchestrationItem, now: datetime, error: ErrorInfo) -> TurnCommit:
+    """A turn that fails the instance without running its code (which overran its time limit).
+
+    The messages are consumed, the parent (if any) hears of the failure, as on every failure.
+    """
+    record = item.instance
+    consumed = [m.id for m in item.messages if m.id is not None]
+    if record is None or record.status.is_terminal:
+        return TurnCommit(item.instance_id, record.execution_id if record else 1, [], consumed, None)
+    planner = _TurnPlanner(item, record, now)
+    planner._events_from_messages()  # a ContinueAsNew among them decides the failing execution
+    return planner._fail_now(consumed, error)
 
 
 class _TurnPlanner:
@@ -51,15 +73,11 @@ class _TurnPlanner:
         self,
         item: OrchestrationItem,
         record: InstanceRecord,
-        registry: Registry,
         now: datetime,
-        limits: TurnLimits,
     ) -> None:
         self.item = item
         self.record = record
-        self.registry = registry
         self.now = now
-        self.limits = limits
         self.execution_id = record.execution_id
         self.history = list(item.history)
         self.name = record.name
@@ -68,9 +86,9 @@ class _TurnPlanner:
         started = next((e for e in self.history if e.kind == EventKind.ORCHESTRATION_STARTED), None)
         self.parent: dict[str, Any] | None = started.parent if started else None
 
-    def plan(self, consumed: list[int]) -> TurnCommit:
+    def plan(self, consumed: list[int], registry: Registry, limits: TurnLimits) -> TurnCommit:
         new_events = self._events_from_messages()
-        if self.item.dequeue_count > self.limits.max_dequeue_count:
+        if self.item.dequeue_count > limits.max_dequeue_count:
             return self._fail_now(
                 consumed,
                 ErrorInfo(
@@ -80,15 +98,21 @@ class _TurnPlanner:
                     "without a successful turn; giving up",
                 ),
             )
+        if self.history and self.history[-1].kind == EventKind.CONTINUED_AS_NEW:
+            # still the old execution: its ContinueAsNew message was not delivered with these
+            raise TurnDeferred(
+                f"{self.item.instance_id} continued as new, but the message that starts execution "
+                f"{self.execution_id + 1} did not come with {len(self.item.messages)} later message(s)"
+            )
         if not self.history and not any(e.kind == EventKind.ORCHESTRATION_STARTED for e in new_events):
             # nothing has started this execution (e.g. only stale completions arrived): drop them
             return TurnCommit(self.item.instance_id, self.execution_id, [], consumed, None)
         if not any(e.kind != EventKind.TURN_STARTED for e in new_events):
             return TurnCommit(self.item.instance_id, self.execution_id, [], consumed, None)
 
-        found = self.registry.get_orchestration(self.name, self.version)
+        found = registry.get_orchestration(self.name, self.version)
         if found is None:
-            known = self.registry.orchestration_names().get(self.name)
+            known = registry.orchestration_names().get(self.name)
             detail = f"versions registered: {', '.join(known)}" if known else "no version is registered"
             return self._fail_now(
                 consumed,
@@ -115,21 +139,39 @@ class _TurnPlanner:
             custom_status=self.record.custom_status,
         )
         result = executor.run()
-        if len(self.history) + len(result.events) + 1 > self.limits.history_cap:
+        if len(self.history) + len(result.events) + 1 > limits.history_cap:
             return self._fail_now(
                 consumed,
                 ErrorInfo(
                     ErrorCategory.APPLICATION,
                     "HistoryCapExceeded",
-                    f"the history of this execution would exceed {self.limits.history_cap} events; "
+                    f"the history of this execution would exceed {limits.history_cap} events; "
                     "long-running orchestrations should use continue_as_new to start afresh",
                 ),
             )
         return self._commit_from(result, consumed)
 
     # --- message → event ----------------------------------------------------------------------
+    def _turn_time(self) -> datetime:
+        """The turn's time (``ctx.utc_now()``): the clock's, but never before the previous turn
+        nor before a timer firing in this one.
+
+        A provider's clock may be an estimate (PostgreSQL's is the server's, read on this host)
+        and host clocks step; orchestration code must still see time move forward, and a timer
+        of ``d`` never end less than ``d`` after it was set.
+        """
+        floor = self.now
+        previous = next((e for e in reversed(self.history) if e.kind == EventKind.TURN_STARTED), None)
+        if previous is not None and previous.timestamp:
+            floor = max(floor, parse_time(previous.timestamp))
+        for msg in self.item.messages:
+            fired = msg.kind == MessageKind.TIMER_FIRED and msg.execution_id == self.execution_id
+            if fired and msg.timestamp:
+                floor = max(floor, parse_time(msg.timestamp))
+        return floor
+
     def _events_from_messages(self) -> list[HistoryEvent]:
-        events = [HistoryEvent(EventKind.TURN_STARTED, timestamp=self.now.isoformat())]
+        events = [HistoryEvent(EventKind.TURN_STARTED, timestamp=self._turn_time().isoformat())]
         for msg in self.item.messages:
             event = self._event_of(msg)
             if event is not None:
@@ -231,7 +273,9 @@ class _TurnPlanner:
             outcome.kind == OutcomeKind.RUNNING
             and self.history
             and all(e.kind == EventKind.TURN_STARTED for e in result.events)
-            and not (result.activity_tasks or result.timers or result.new_instances)
+            and not (
+                result.activity_tasks or result.timers or result.new_instances or result.children_to_cancel
+            )
             and result.custom_status == self.record.custom_status
         ):
             # only stale messages arrived (a late timer, a completion nobody awaits any more):
@@ -239,8 +283,9 @@ class _TurnPlanner:
             return TurnCommit(self.item.instance_id, self.execution_id, [], consumed, None)
         events = list(result.events)
         # fire-and-forget work of a final turn still goes out (CreateInstance starts its
-        # monitor and returns); timers of a finished instance would only be dropped
-        sends_work = outcome.kind in (OutcomeKind.RUNNING, OutcomeKind.COMPLETED, OutcomeKind.CONTINUED)
+        # monitor and returns; a cancelled one schedules its cleanup); timers of a finished
+        # instance would only be dropped
+        sends_work = outcome.kind != OutcomeKind.FAILED
         timers = result.timers if outcome.kind == OutcomeKind.RUNNING else []
         messages = [
             TimedMessage(
@@ -289,18 +334,20 @@ class _TurnPlanner:
             status = (
                 RuntimeStatus.CANCELLED if outcome.kind == OutcomeKind.CANCELLED else RuntimeStatus.FAILED
             )
-            update = self._update(status, error=error.to_dict(), **custom)
+            update = self._update(status, output=outcome.output, error=error.to_dict(), **custom)
             messages += self._parent_notice(error=error)
-            messages += [
-                TimedMessage(
-                    OrchestratorMessage(
-                        kind=MessageKind.CANCEL,
-                        instance_id=child,
-                        data=f"parent {self.item.instance_id} cancelled",
-                    )
+        # sub-orchestrations running when the cancellation arrived go down with the parent now,
+        # while its cleanup (if any) still runs
+        messages += [
+            TimedMessage(
+                OrchestratorMessage(
+                    kind=MessageKind.CANCEL,
+                    instance_id=child,
+                    data=f"parent {self.item.instance_id} cancelled",
                 )
-                for child in result.children_to_cancel
-            ]
+            )
+            for child in result.children_to_cancel
+        ]
         return TurnCommit(
             instance_id=self.item.instance_id,
             execution_id=self.execution_id,

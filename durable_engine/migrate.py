@@ -6,11 +6,16 @@ Toygres metadata schema wants the same behaviour, with nothing heavier than
 psycopg. The rules are deliberately few:
 
 * applied migrations are recorded in ``<schema>.schema_migrations``;
-* a session-level advisory lock serialises concurrent migrators, so a second
-  starter waits and then finds everything applied;
-* each pending file runs in its own transaction with
-  ``SET LOCAL search_path TO <schema>, public``, so files are written
-  schema-unqualified and a failing file leaves no trace (earlier ones stay);
+* each pending file runs in its own transaction, which first takes a
+  transaction-level advisory lock and re-reads what is applied: concurrent
+  migrators wait for each other file by file, and a second starter finds each
+  file applied and skips it;
+* that transaction sets ``SET LOCAL search_path TO <schema>, public``, so files
+  are written schema-unqualified and a failing file leaves no trace (earlier
+  ones stay);
+* no session state is used at all (no session advisory lock, no session
+  ``SET``, no server-side prepared statements), so the migrator works through a
+  transaction-mode connection pooler such as PgBouncer;
 * a recorded migration whose file has changed since is refused, because the
   database no longer matches what the code believes it ran.
 
@@ -103,8 +108,9 @@ async def apply_migrations(
     """Apply the pending ``migrations`` to ``schema`` and return the ones applied now.
 
     ``conn`` must not be inside a transaction; it is switched to autocommit for the
-    duration (and restored) so that every file gets its own real transaction and the
-    advisory lock outlives them. The lock key is ``lock_key`` or the schema name.
+    duration (and restored) so that every file gets its own real transaction. The
+    advisory lock key is ``lock_key`` or the schema name. ``conn`` may go through a
+    transaction-mode pooler: every step is one transaction and nothing outlives it.
     """
     if conn.info.transaction_status != pq.TransactionStatus.IDLE:
         raise MigrationError("apply_migrations needs a connection that is not inside a transaction")
@@ -116,23 +122,40 @@ async def apply_migrations(
     was_autocommit = conn.autocommit
     await conn.set_autocommit(True)
     try:
-        await conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, key))
-        try:
-            return await _apply_locked(conn, migrations, schema)
-        finally:
-            if not conn.closed:
-                await conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, key))
+        return await _apply(conn, migrations, schema, key)
     finally:
         if not conn.closed and conn.info.transaction_status == pq.TransactionStatus.IDLE:
             await conn.set_autocommit(was_autocommit)
 
 
-async def _apply_locked(
-    conn: psycopg.AsyncConnection[Any], migrations: Sequence[Migration], schema: str
+async def _lock(conn: psycopg.AsyncConnection[Any], key: str) -> None:
+    """Serialise migrators of ``key`` until the current transaction ends (commit or rollback)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, key), prepare=False)
+
+
+async def _applied(conn: psycopg.AsyncConnection[Any], table: sql.Composable) -> dict[int, tuple[str, str]]:
+    cur = await conn.execute(sql.SQL("SELECT version, name, checksum FROM {}").format(table), prepare=False)
+    return {int(row[0]): (str(row[1]), str(row[2])) for row in await cur.fetchall()}
+
+
+def _refuse_edited(m: Migration, recorded: tuple[str, str], schema: str) -> None:
+    if recorded[1] != m.checksum:
+        raise MigrationError(
+            f"migration {m.filename} was changed after it was applied to schema {schema!r} "
+            f"(recorded as {recorded[0]!r}, checksum {recorded[1][:12]}…, "
+            f"file has {m.checksum[:12]}…); add a new migration instead of editing an applied one"
+        )
+
+
+async def _apply(
+    conn: psycopg.AsyncConnection[Any], migrations: Sequence[Migration], schema: str, key: str
 ) -> list[Migration]:
     table = sql.Identifier(schema, "schema_migrations")
     async with conn.transaction():
-        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        await _lock(conn, key)  # two starters must not race on CREATE SCHEMA IF NOT EXISTS
+        await conn.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)), prepare=False
+        )
         await conn.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} ("
@@ -140,18 +163,14 @@ async def _apply_locked(
                 " name text NOT NULL,"
                 " checksum text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
-            ).format(table)
+            ).format(table),
+            prepare=False,
         )
-    cur = await conn.execute(sql.SQL("SELECT version, name, checksum FROM {}").format(table))
-    applied = {int(row[0]): (str(row[1]), str(row[2])) for row in await cur.fetchall()}
+        applied = await _applied(conn, table)
 
-    for m in migrations:
-        if m.version in applied and applied[m.version][1] != m.checksum:
-            raise MigrationError(
-                f"migration {m.filename} was changed after it was applied to schema {schema!r} "
-                f"(recorded as {applied[m.version][0]!r}, checksum {applied[m.version][1][:12]}…, "
-                f"file has {m.checksum[:12]}…); add a new migration instead of editing an applied one"
-            )
+    for m in migrations:  # refuse before applying anything
+        if m.version in applied:
+            _refuse_edited(m, applied[m.version], schema)
 
     newly: list[Migration] = []
     for m in sorted(migrations, key=lambda m: m.version):
@@ -159,15 +178,28 @@ async def _apply_locked(
             continue
         try:
             async with conn.transaction():
+                await _lock(conn, key)
+                # another migrator may have applied it while this one waited for the lock
+                cur = await conn.execute(
+                    sql.SQL("SELECT name, checksum FROM {} WHERE version = %s").format(table),
+                    (m.version,),
+                    prepare=False,
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    _refuse_edited(m, (str(row[0]), str(row[1])), schema)
+                    continue
                 await conn.execute(
-                    sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema))
+                    sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema)),
+                    prepare=False,
                 )
                 # bytes, no parameters: psycopg uses the simple query protocol, which runs
                 # the whole file as one batch (and leaves '%' alone).
-                await conn.execute(m.sql.encode("utf-8"))
+                await conn.execute(m.sql.encode("utf-8"), prepare=False)
                 await conn.execute(
                     sql.SQL("INSERT INTO {} (version, name, checksum) VALUES (%s, %s, %s)").format(table),
                     (m.version, m.name, m.checksum),
+                    prepare=False,
                 )
         except psycopg.Error as exc:
             raise MigrationError(f"migration {m.filename} failed on schema {schema!r}: {exc}") from exc

@@ -52,3 +52,21 @@ toygres_setup() {
     export PATH="$TOYGRES_VENV/bin:$TOYGRES_ROOT/node_modules/.bin:$PATH"
     export VIRTUAL_ENV="$TOYGRES_VENV"
 }
+
+# Debian's pgbouncer for the connection-pooler tests (tests/pgbouncer.py), installed where
+# missing when we are root and have apt-get (CI containers); otherwise the tests say what to do.
+toygres_install_pgbouncer() {
+    if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then
+        return 0
+    fi
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "pgbouncer is missing and cannot be installed here (needs root and apt-get)" >&2
+        return 0
+    fi
+    echo "installing pgbouncer (apt-get)" >&2
+    local install=(apt-get install -y --no-install-recommends pgbouncer)
+    if ! DEBIAN_FRONTEND=noninteractive "${install[@]}" >/dev/null; then
+        apt-get update >/dev/null || return
+        DEBIAN_FRONTEND=noninteractive "${install[@]}" >/dev/null || return
+    fi
+}

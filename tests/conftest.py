@@ -24,7 +24,7 @@ from psycopg import sql
 
 from toygres.pgserver import EmbeddedPostgres, Watchdog, dsn_for_database
 
-pytest_plugins = ["tests.standins.fixtures"]
+pytest_plugins = ["tests.standins.fixtures", "tests.pgbouncer"]
 
 EXTERNAL_URL_ENV = "TOYGRES_TEST_DATABASE_URL"
 

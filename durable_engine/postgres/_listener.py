@@ -4,6 +4,9 @@ Why one: idle dispatchers and ``wait_for_completion`` callers must cost nothing,
 connection per waiter would exhaust the server. The listener task blocks on the socket;
 each NOTIFY sets an :class:`asyncio.Event` that waiters captured *before* they looked at
 the database, so a notification racing their query is never lost.
+
+Without a way to LISTEN (behind a transaction-mode pooler, with no direct connection) the
+listener only fans out this process's own wake-ups; waiters then also poll the database.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -20,10 +24,17 @@ _log = logging.getLogger("durable_engine.postgres")
 
 
 class Listener:
-    """LISTENs on ``channels`` (kind -> channel name) and wakes waiters on each NOTIFY."""
+    """LISTENs on ``channels`` (kind -> channel name) and wakes waiters on each NOTIFY.
 
-    def __init__(self, dsn: str, channels: dict[str, str]) -> None:
-        self._dsn = dsn
+    ``connect`` opens a session connection to LISTEN on; None: no LISTEN (local wake-ups only).
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[psycopg.AsyncConnection[Any]]] | None,
+        channels: dict[str, str],
+    ) -> None:
+        self._open = connect
         self._channels = channels
         self._kind_of = {ch: kind for kind, ch in channels.items()}
         self._events: dict[str, asyncio.Event] = {kind: asyncio.Event() for kind in channels}
@@ -31,8 +42,14 @@ class Listener:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
+    @property
+    def listening(self) -> bool:
+        return self._open is not None
+
     async def start(self) -> None:
         """Connect once now (so a bad DSN fails ``connect``), then keep listening in a task."""
+        if self._open is None:
+            return
         conn = await self._connect()
         self._task = asyncio.create_task(self._run(conn), name="durable-engine-listener")
 
@@ -66,6 +83,10 @@ class Listener:
         for event in self._instance_waiters.get(instance_id, ()):
             event.set()
 
+    def wake_local(self, kind: str) -> None:
+        """This process made work fetchable: wake its own idle waiters (used when not listening)."""
+        self._fire(kind)
+
     def wake_all(self) -> None:
         """Wake everyone (spurious wake-ups are allowed): used after a reconnect or on close."""
         for kind in list(self._events):
@@ -91,7 +112,8 @@ class Listener:
             self._fire(kind)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+        assert self._open is not None
+        conn = await self._open()
         try:
             for channel in self._channels.values():
                 await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))

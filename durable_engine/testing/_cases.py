@@ -257,6 +257,31 @@ async def expired_lock_not_taken_over_can_still_commit(provider: Provider, advan
 
 
 @conformance_case
+async def renewed_orchestration_lock_holds_past_its_first_expiry(
+    provider: Provider, advance: Advance
+) -> None:
+    await start(provider, "a")
+    item = await fetch(provider, SHORT)
+    assert await provider.renew_orchestration_lock(item.lock_token, LONG) is True
+    await advance(PAST_SHORT)
+    await provider.enqueue_orchestrator_message(raised("a", "meanwhile"))
+    assert await provider.fetch_orchestration_item(LONG) is None, "the renewed lock still holds"
+    await provider.commit_turn(item.lock_token, commit_for(item, event(1), update=update()))
+    again = await fetch(provider)
+    assert [m.name for m in again.messages] == ["meanwhile"]
+    await provider.commit_turn(again.lock_token, commit_for(again))
+
+    # a lock taken over after expiry cannot be renewed by its old holder
+    await provider.enqueue_orchestrator_message(raised("a", "later"))
+    stale = await fetch(provider, SHORT)
+    await advance(PAST_SHORT)
+    fresh = await fetch(provider)
+    assert fresh.instance_id == "a"
+    assert await provider.renew_orchestration_lock(stale.lock_token, LONG) is False
+    assert await provider.renew_orchestration_lock(fresh.lock_token, LONG) is True
+
+
+@conformance_case
 async def abandon_without_delay_redelivers_now(provider: Provider, advance: Advance) -> None:
     await start(provider, "a")
     item = await fetch(provider)
@@ -277,6 +302,25 @@ async def abandon_with_delay_hides_messages_until_then(provider: Provider, advan
     again = await fetch(provider)
     assert [m.id for m in again.messages] == [m.id for m in item.messages]
     assert again.dequeue_count == 2
+
+
+@conformance_case
+async def abandon_with_delay_holds_back_messages_that_arrive_meanwhile(
+    provider: Provider, advance: Advance
+) -> None:
+    # the instance backs off, not only the abandoned messages: a later message must not overtake
+    # them (a stray event fetched without its ContinueAsNew would replay a finished execution)
+    await start(provider, "a")
+    item = await fetch(provider)
+    await provider.abandon_orchestration_item(item.lock_token, timedelta(seconds=0.3))
+    await provider.enqueue_orchestrator_message(raised("a", "meanwhile"))
+    assert await provider.fetch_orchestration_item(LONG) is None
+    with pytest.raises(LockLostError):  # the abandoned token holds nothing any more
+        await provider.commit_turn(item.lock_token, commit_for(item))
+    await advance(PAST_SHORT)
+    again = await fetch(provider)
+    assert [m.kind for m in again.messages] == [MessageKind.START, MessageKind.EVENT_RAISED]
+    assert again.messages[0].id == item.messages[0].id
 
 
 @conformance_case
@@ -425,6 +469,45 @@ async def new_instances_are_created_once(provider: Provider, advance: Advance) -
     await provider.commit_turn(
         item.lock_token, commit_for(item, event(2), update=update(), new_instances=[child])
     )
+    assert await provider.fetch_orchestration_item(LONG) is None
+
+
+@conformance_case
+async def sub_orchestration_with_a_taken_id_fails_the_parent(provider: Provider, advance: Advance) -> None:
+    # a detached start of a taken id is skipped quietly (nobody waits for it); a sub-orchestration
+    # is awaited by its parent, which must hear that it will never run
+    await start(provider, "taken", name="Other", input={"mine": True})
+    item = await fetch(provider)
+    await provider.commit_turn(
+        item.lock_token, commit_for(item, event(1), update=update(name="Other", input={"mine": True}))
+    )
+    await start(provider, "parent")
+    item = await fetch(provider)
+    link = {"instance": "parent", "execution_id": 1, "corr_id": 3}
+    await provider.commit_turn(
+        item.lock_token,
+        commit_for(
+            item,
+            event(1),
+            update=update(),
+            new_instances=[
+                NewInstance("taken", "Child", None, {"c": 1}, parent=link),
+                NewInstance("taken", "Child", None, {"c": 2}, parent=None),
+            ],
+        ),
+    )
+    record = await provider.get_instance("taken")
+    assert record is not None
+    assert (record.name, record.input, record.parent_instance_id) == ("Other", {"mine": True}, None)
+
+    item = await fetch(provider)
+    assert item.instance_id == "parent"
+    [failed] = item.messages
+    assert (failed.kind, failed.execution_id, failed.corr_id) == (MessageKind.SUB_ORCHESTRATION_FAILED, 1, 3)
+    assert failed.error is not None and failed.error["type"] == "InstanceAlreadyExists"
+    assert failed.error["category"] == "application"
+    assert "'taken'" in failed.error["message"] and "already exists" in failed.error["message"]
+    await provider.commit_turn(item.lock_token, commit_for(item))
     assert await provider.fetch_orchestration_item(LONG) is None
 
 

@@ -121,8 +121,9 @@ class Worker:
         async def blocking_turn(ctx: OrchestrationContext, value: int) -> dict[str, Any]:
             pending = ctx.schedule_activity("Mark", value)
             if block_dir is not None and not ctx.is_replaying:
-                # simulates a dispatcher that dies (or stalls) after running the orchestration
-                # code and before committing the turn: the event loop is blocked right here
+                # holds a dispatcher after running the orchestration code and before committing
+                # the turn, so a test can kill it (or SIGSTOP it: a frozen host) right here; the
+                # turn runs on a thread of its own, so the process's event loop is not blocked
                 (block_dir / "blocked").write_text(str(os.getpid()))
                 deadline = time.monotonic() + TURN_BLOCK_SECONDS
                 while not (block_dir / "release").exists() and time.monotonic() < deadline:

@@ -15,13 +15,13 @@ from typing import Any
 
 from durable_engine import (
     Client,
-    InMemoryProvider,
     ManualClock,
     OrchestrationStatus,
     Provider,
     Registry,
     Runtime,
     RuntimeOptions,
+    TurnCommit,
 )
 
 
@@ -39,9 +39,9 @@ class Engine:
 
     @property
     def manual_clock(self) -> ManualClock | None:
-        if isinstance(self.provider, InMemoryProvider) and isinstance(self.provider.clock, ManualClock):
-            return self.provider.clock
-        return None
+        # through wrappers too (``FaultyProvider``): they forward ``clock`` to the provider inside
+        clock = getattr(self.provider, "clock", None)
+        return clock if isinstance(clock, ManualClock) else None
 
     async def start_runtime(self, **options: Any) -> Runtime:
         options.setdefault("inline_activities", self.inline)
@@ -85,3 +85,25 @@ class Engine:
             if time.monotonic() > deadline:
                 raise TimeoutError("condition not reached")
             await self.tick(step)
+
+
+class FaultyProvider:
+    """Delegates to a real provider, but refuses the commits ``fail_commit`` picks (once each).
+
+    A wrapper of our own, not a mock: everything else reaches the real provider, so a refused
+    commit leaves the store exactly as a commit that died on the wire would.
+    """
+
+    def __init__(self, inner: Provider, fail_commit: Any) -> None:
+        self._inner = inner
+        self._fail_commit = fail_commit
+        self.failed: list[TurnCommit] = []
+
+    async def commit_turn(self, lock_token: str, commit: TurnCommit) -> None:
+        if self._fail_commit(commit):
+            self.failed.append(commit)
+            raise ConnectionError("injected: the commit never reached the database")
+        await self._inner.commit_turn(lock_token, commit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

@@ -99,6 +99,13 @@ class WorkerProcess:
     async def ready(self, timeout: float = START_DEADLINE) -> None:
         await eventually(lambda: _ready(self), timeout, f"worker {self.name} ready", [self])
 
+    def freeze(self) -> None:
+        """SIGSTOP: the whole process stops, like a host frozen by a long pause or a VM snapshot."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
     def sigkill(self) -> None:
         """SIGKILL: no cleanup at all, exactly like a crashed host."""
         self.killed = True
@@ -323,6 +330,9 @@ async def test_late_commit_of_a_stalled_dispatcher_is_rejected(
     await stalled.ready()
     await client.start_orchestration("turn-stall", "BlockingTurn", 5)
     await eventually((block_dir / "blocked").exists, STEP_DEADLINE, "the turn to block", [stalled])
+    # the whole process stalls mid-turn (a blocked turn alone would not do: the process keeps
+    # renewing the instance lock of a turn that runs long)
+    stalled.freeze()
 
     other = spawn("other", "--lock-timeout", "1")
     await other.ready()
@@ -333,6 +343,7 @@ async def test_late_commit_of_a_stalled_dispatcher_is_rejected(
     before = [e.to_dict() for e in await client.get_history("turn-stall")]
 
     (block_dir / "release").write_text("go")
+    stalled.thaw()
     await eventually(
         lambda: "lost the lock on turn-stall" in stalled.log(),
         STEP_DEADLINE,

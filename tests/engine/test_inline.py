@@ -64,7 +64,9 @@ async def test_a_chain_of_quick_activities_commits_once(counted: tuple[Engine, C
     assert [e.event_id for e in history] == list(range(1, len(history) + 1))
     kinds = [e.kind for e in history]
     assert kinds.count(EventKind.ACTIVITY_SCHEDULED) == kinds.count(EventKind.ACTIVITY_COMPLETED) == 15
-    assert kinds.count(EventKind.TURN_STARTED) == 12  # the start, 10 chain steps, the fan-in
+    # the start and 10 chain steps, then the fan-in: one turn per batch of the 5 parallel
+    # completions that arrive together (usually one, more on a busy machine)
+    assert 12 <= kinds.count(EventKind.TURN_STARTED) <= 16
 
 
 async def test_an_activity_outliving_the_budget_is_handed_over_and_runs_once(

@@ -130,7 +130,8 @@ async def test_concurrent_migrators_apply_each_file_once(tmp_path: Path, pg_dsn:
             return await apply_migrations(conn, migrations, schema="app")
 
     results = await asyncio.wait_for(asyncio.gather(*(run() for _ in range(4))), timeout=60)
-    assert sorted(len(r) for r in results) == [0, 0, 0, 3]
+    # the lock is taken file by file, so the files may be shared out among the migrators
+    assert sorted(m.version for r in results for m in r) == [1, 2, 10]
     assert await fetch(pg_dsn, "SELECT file FROM app.apply_log ORDER BY file") == [
         ("0001",),
         ("0002",),

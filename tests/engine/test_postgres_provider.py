@@ -168,6 +168,9 @@ async def test_listener_survives_a_dropped_connection(pg_dsn: str) -> None:
                     break
                 assert time.monotonic() < deadline, "the listener did not reconnect"
                 await asyncio.sleep(0.05)
+        # the new pid shows at its first LISTEN; once all are issued the listener wakes everyone
+        # (notifications may have been missed meanwhile): let that spurious wake-up pass first
+        await asyncio.sleep(0.5)
         waiter = asyncio.create_task(provider.wait_for_work("orchestrator", 30.0))
         await asyncio.sleep(0.2)
         assert not waiter.done()
