@@ -266,7 +266,11 @@ class InMemoryProvider:
                     if entry is not None:
                         entry[1].visible_at = visible_at
                         entry[1].lock_token = None
-                del self._locks[iid]
+                if visible_at > self.now():
+                    # locked by nobody until the delay ends: later messages wait behind these
+                    self._locks[iid] = _InstanceLock(uuid.uuid4().hex, visible_at)
+                else:
+                    del self._locks[iid]
                 self._wake["orchestrator"].set()
                 return
 

@@ -139,7 +139,13 @@ class Provider(Protocol):
 
     # --- orchestrator queue ---------------------------------------------------------------
     async def fetch_orchestration_item(self, lock_timeout: timedelta) -> OrchestrationItem | None:
-        """Lock one instance that has visible messages; None when there is nothing to do."""
+        """Lock one instance that has visible messages; None when there is nothing to do.
+
+        The item holds every visible message of the instance, and also those fetched under an
+        earlier lock of it that no longer holds (expired, or lost in a server crash): messages
+        of one instance are never processed without the ones that arrived before them (timers
+        not yet due excepted).
+        """
         ...
 
     async def commit_turn(self, lock_token: str, commit: TurnCommit) -> None:
@@ -147,7 +153,11 @@ class Provider(Protocol):
         ...
 
     async def abandon_orchestration_item(self, lock_token: str, delay: timedelta | None = None) -> None:
-        """Release the lock without consuming anything; the messages come back after ``delay``."""
+        """Release the lock without consuming anything; the messages come back after ``delay``.
+
+        With a delay, the instance stays locked until then (no token holds it): a message that
+        arrives meanwhile is delivered together with the abandoned ones, never before them.
+        """
         ...
 
     # --- worker queue ---------------------------------------------------------------------
