@@ -124,9 +124,13 @@ SHAPE_OF = {name: shape for shape, name in ORCHESTRATION.items()}
 def activities_per_execution(orchestration: str, spec: dict[str, Any]) -> int:
     """Distinct activities one execution of ``orchestration`` with input ``spec`` schedules."""
     shape = SHAPE_OF[orchestration]
-    counts = {"chain": spec.get("len"), "fanout": spec.get("width"), "timer": 2, "event": 2}
-    counts |= {"event_first": 1, "sub": 0, "loop": 1, "retry": int(spec.get("failures", 0)) + 1}
-    return int(counts[shape])
+    if shape == "chain":
+        return int(spec["len"])
+    if shape == "fanout":
+        return int(spec["width"])
+    if shape == "retry":
+        return int(spec["failures"]) + 1
+    return {"timer": 2, "event": 2, "event_first": 1, "sub": 0, "loop": 1}[shape]
 
 
 class RunLog:

@@ -267,10 +267,12 @@ def _check_activities(
     # every run belongs to a scheduled activity; earlier executions (continue-as-new) ran theirs
     earlier: dict[tuple[str, int], set[int]] = defaultdict(set)
     for iid, execution, corr in by_key:
-        row = snapshot.instances.get(iid)
-        if row is None:
+        found = snapshot.instances.get(iid)
+        if found is None:
             result.fail(iid, f"activity corr {corr} ran for an instance that does not exist")
-        elif execution == row["execution_id"]:
+            continue
+        row = found
+        if execution == row["execution_id"]:
             scheduled = {
                 e["corr_id"] for e in snapshot.histories.get(iid, []) if e["kind"] == "ActivityScheduled"
             }
