@@ -267,8 +267,9 @@ class InMemoryProvider:
                         entry[1].visible_at = visible_at
                         entry[1].lock_token = None
                 if visible_at > self.now():
-                    # locked by nobody until the delay ends: later messages wait behind these
-                    self._locks[iid] = _InstanceLock(uuid.uuid4().hex, visible_at)
+                    # the instance itself backs off: what arrives meanwhile waits for the fetched
+                    # messages, so a ContinueAsNew is never overtaken by a later message
+                    self._locks[iid] = _InstanceLock(f"backoff:{uuid.uuid4().hex}", visible_at)
                 else:
                     del self._locks[iid]
                 self._wake["orchestrator"].set()

@@ -155,8 +155,9 @@ class Provider(Protocol):
     async def abandon_orchestration_item(self, lock_token: str, delay: timedelta | None = None) -> None:
         """Release the lock without consuming anything; the messages come back after ``delay``.
 
-        With a delay, the instance stays locked until then (no token holds it): a message that
-        arrives meanwhile is delivered together with the abandoned ones, never before them.
+        With a delay the *instance* backs off: until the delay has passed it is not fetched at
+        all, so messages that arrive meanwhile are delivered together with the abandoned ones,
+        never before them (a ContinueAsNew must not be overtaken by a later event).
         """
         ...
 

@@ -203,15 +203,10 @@ BEGIN
         RETURNING true INTO v_got;
         CONTINUE WHEN v_got IS NULL;
 
-        -- Besides the visible messages, take those still marked with a lock token: they were
-        -- fetched under a lock that no longer exists (it expired and was replaced just now, or it
-        -- vanished with instance_locks, an UNLOGGED table, when the server crashed) and are only
-        -- hidden until that lock's expiry. Left behind, a later message (an event raised right
-        -- after the start) would be processed before them - and dropped if they hold the Start.
         WITH upd AS (
             UPDATE orchestrator_queue
             SET delivery_count = delivery_count + 1, lock_token = v_token, visible_at = v_until
-            WHERE instance_id = v_iid AND (visible_at <= v_now OR lock_token IS NOT NULL)
+            WHERE instance_id = v_iid AND visible_at <= v_now
             RETURNING id, payload, delivery_count
         )
         SELECT jsonb_agg(jsonb_build_object('id', id, 'payload', payload, 'delivery_count', delivery_count)
@@ -334,29 +329,19 @@ $$;
 
 
 -- Release an instance lock; the messages fetched under it come back at p_visible_at.
--- Until then the instance stays locked (under a token nobody holds): a message arriving during
--- the delay waits behind the abandoned ones instead of being processed without them (an event
--- without the Start it follows would be dropped; one without a ContinueAsNew, replayed against
--- the old execution).
 CREATE FUNCTION abandon_orchestration_item(p_token text, p_visible_at timestamptz) RETURNS boolean
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    v_iid   text;
-    v_until timestamptz := greatest(coalesce(p_visible_at, now()), now());
+    v_iid text;
 BEGIN
-    IF v_until > now() THEN
-        UPDATE instance_locks SET lock_token = gen_random_uuid()::text, locked_until = v_until
-        WHERE lock_token = p_token RETURNING instance_id INTO v_iid;
-    ELSE
-        DELETE FROM instance_locks WHERE lock_token = p_token RETURNING instance_id INTO v_iid;
-    END IF;
+    DELETE FROM instance_locks WHERE lock_token = p_token RETURNING instance_id INTO v_iid;
     IF v_iid IS NULL THEN
         RETURN false;
     END IF;
     UPDATE orchestrator_queue
-    SET visible_at = v_until, lock_token = NULL
+    SET visible_at = coalesce(p_visible_at, now()), lock_token = NULL
     WHERE instance_id = v_iid AND lock_token = p_token;
     PERFORM pg_notify(notify_channel('orchestrator'), '');
     RETURN true;
