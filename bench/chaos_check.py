@@ -181,9 +181,14 @@ def history_problems(events: list[dict[str, Any]]) -> list[str]:
         if current == "TurnStarted" and following in ("TurnStarted", None):
             problems.append("an empty turn (a TurnStarted with nothing after it)")
             break
-    times = [datetime.fromisoformat(e["timestamp"]) for e in events if e["kind"] == "TurnStarted"]
-    if any(b < a for a, b in itertools.pairwise(times)):
-        problems.append("turn times go back")
+    turns = [e for e in events if e["kind"] == "TurnStarted"]
+    for before, after in itertools.pairwise(turns):
+        back = datetime.fromisoformat(before["timestamp"]) - datetime.fromisoformat(after["timestamp"])
+        if back.total_seconds() > 0:  # ctx.utc_now() must not go back between turns
+            problems.append(
+                f"turn time goes back by {back.total_seconds() * 1000:.3f} ms at event {after['event_id']}"
+            )
+            break
     scheduled: dict[int, str] = {}
     for e in events:
         if e["kind"] in SCHEDULES:
