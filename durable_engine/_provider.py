@@ -147,7 +147,13 @@ class Provider(Protocol):
 
     # --- orchestrator queue ---------------------------------------------------------------
     async def fetch_orchestration_item(self, lock_timeout: timedelta) -> OrchestrationItem | None:
-        """Lock one instance that has visible messages; None when there is nothing to do."""
+        """Lock one instance that has visible messages; None when there is nothing to do.
+
+        The item holds every visible message of the instance, and also those fetched under an
+        earlier lock of it that no longer holds (expired, or lost in a server crash): messages
+        of one instance are never processed without the ones that arrived before them (timers
+        not yet due excepted).
+        """
         ...
 
     async def commit_turn(self, lock_token: str, commit: TurnCommit) -> None:

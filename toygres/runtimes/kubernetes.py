@@ -118,8 +118,8 @@ class KubernetesRuntime:
         creating the namespace when the identity may only act inside it.
 
         ``ca_store`` keeps the deployment's CA (default: the Secret ``toygres-ca`` in
-        ``control_plane_namespace``). ``control_plane_namespace`` and ``control_plane_cidrs`` are admitted by every
-        instance's NetworkPolicy."""
+        ``control_plane_namespace``). ``control_plane_namespace`` and ``control_plane_cidrs`` are
+        admitted by every instance's NetworkPolicy."""
         self.api_client_factory = api_client_factory
         self.namespace = namespace
         self.image_repository = image_repository
