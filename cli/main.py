@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import importlib.resources
 import json
 import sys
 import time
 from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from uuid import UUID
 
 import httpx
@@ -32,6 +31,9 @@ from rich.table import Table
 from cli.credentials import ApiCredentials, CredentialError
 from cli.render import instances_table
 from toygres.models import CreateInstanceRequest, InstanceState, RuntimeKind, validation_errors
+
+if TYPE_CHECKING:
+    from toygres.settings import Settings
 
 DEFAULT_API_URL = "http://127.0.0.1:7071/api"
 #: render width for --wide: wider than any row, so every column keeps its natural width
@@ -729,17 +731,20 @@ def migrate() -> None:
         out.print(f"{schema}: " + (", ".join(names) if names else "up to date"), markup=False)
 
 
-async def _migrate(url: str, settings: Any) -> list[tuple[str, list[str]]]:
+async def _migrate(url: str, settings: Settings) -> list[tuple[str, list[str]]]:
     import psycopg
 
-    from durable_engine.migrate import apply_migrations, load_migrations
+    from control_plane.bootstrap import DatabaseAccess
+    from durable_engine.migrate import apply_migrations
+    from durable_engine.postgres import engine_migrations
     from toygres.cms_migrations import migrate_cms
 
-    engine_sql = importlib.resources.files("durable_engine.postgres") / "sql"
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+    # the same credentials the control plane uses (an Entra token with TOYGRES_DATABASE_AUTH=entra)
+    access = DatabaseAccess.from_settings(settings)
+    async with await psycopg.AsyncConnection.connect(url, **(await access.session_kwargs())) as conn:
         # same lock key as PostgresProvider.connect (the schema name), so the two never race
-        engine = await apply_migrations(conn, load_migrations(engine_sql), schema=settings.engine_schema)
-    cms = await migrate_cms(url, schema=settings.cms_schema)
+        engine = await apply_migrations(conn, engine_migrations(), schema=settings.engine_schema)
+        cms = await migrate_cms(conn, schema=settings.cms_schema)
     return [
         (settings.engine_schema, [m.filename for m in engine]),
         (settings.cms_schema, [m.filename for m in cms]),

@@ -6,16 +6,19 @@ build the control plane the same way, and tests can build it from explicit piece
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from control_plane.service import ControlPlane, LifecycleTiming
-from durable_engine.postgres import PostgresProvider
-from toygres.cms_migrations import migrate_cms
+from durable_engine.postgres import Pooler, PostgresProvider
+from toygres.cms_migrations import migrate_cms, require_cms
+from toygres.database_tokens import entra_password_source
 from toygres.metadata import MetadataRepository
 from toygres.models import RuntimeKind
 from toygres.runtimes.aks_credentials import AksClientFactory, AksCluster, KubeconfigClientFactory
@@ -23,7 +26,7 @@ from toygres.runtimes.base import InstanceRuntime
 from toygres.runtimes.kubernetes import KubernetesRuntime
 from toygres.runtimes.local import LocalRuntime
 from toygres.runtimes.tls_secrets import CaStore, KubernetesSecretCaStore
-from toygres.settings import CaStoreKind, Settings
+from toygres.settings import CaStoreKind, DatabaseAuth, DatabasePooler, Settings
 
 
 class ConfigurationError(Exception):
@@ -83,6 +86,39 @@ def build_ca_store(settings: Settings) -> CaStore:
     return KubernetesSecretCaStore(settings.kubernetes.control_plane_namespace, settings.tls.ca_secret_name)
 
 
+@dataclass(frozen=True)
+class DatabaseAccess:
+    """How every connection to the control plane's database is made, from the settings.
+
+    ``connect_kwargs`` is called for each new connection (Entra tokens rotate); ``pooler`` says a
+    transaction-mode pooler sits in front (no prepared statements, no LISTEN); ``migrate`` says
+    whether this process applies the schemas or only checks them.
+    """
+
+    connect_kwargs: Callable[[], Awaitable[dict[str, Any]]] | None
+    pooler: Pooler
+    migrate: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DatabaseAccess:
+        source = (
+            entra_password_source(settings.azure_client_id)
+            if settings.database_auth is DatabaseAuth.ENTRA
+            else None
+        )
+        pooler: Pooler = "transaction" if settings.database_pooler is DatabasePooler.TRANSACTION else "none"
+        return cls(source.connect_kwargs if source else None, pooler, settings.migrate_on_start)
+
+    async def session_kwargs(self) -> dict[str, Any]:
+        """``psycopg.AsyncConnection.connect`` keyword arguments of one autocommit connection."""
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if self.pooler == "transaction":
+            kwargs["prepare_threshold"] = None  # server-side prepared statements do not survive the pooler
+        if self.connect_kwargs is not None:
+            kwargs.update(await self.connect_kwargs())
+        return kwargs
+
+
 @asynccontextmanager
 async def open_control_plane(
     settings: Settings,
@@ -91,15 +127,31 @@ async def open_control_plane(
     runtimes: dict[RuntimeKind, InstanceRuntime] | None = None,
     timing: LifecycleTiming | None = None,
     pool_size: int = 10,
+    access: DatabaseAccess | None = None,
 ) -> AsyncIterator[ControlPlane]:
-    """Migrate both schemas, open the pools and yield a ready :class:`ControlPlane`."""
+    """Migrate (or check) both schemas, open the pools and yield a ready :class:`ControlPlane`.
+
+    ``access`` defaults to what the settings say (:class:`DatabaseAccess`); tests pass their own.
+    """
     url = dsn or (settings.database_url.get_secret_value() if settings.database_url else None)
     if not url:
         raise ConfigurationError("TOYGRES_DATABASE_URL is not set")
-    await migrate_cms(url, schema=settings.cms_schema)
-    provider = await PostgresProvider.connect(url, schema=settings.engine_schema, max_pool=pool_size)
+    access = access or DatabaseAccess.from_settings(settings)
+    async with await psycopg.AsyncConnection.connect(url, **(await access.session_kwargs())) as conn:
+        if access.migrate:
+            await migrate_cms(conn, schema=settings.cms_schema)
+        else:
+            await require_cms(conn, schema=settings.cms_schema)
+    provider = await PostgresProvider.connect(
+        url,
+        schema=settings.engine_schema,
+        max_pool=pool_size,
+        pooler=access.pooler,
+        connect_kwargs=access.connect_kwargs,
+        migrate=access.migrate,
+    )
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        url, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": True}
+        url, min_size=1, max_size=pool_size, open=False, kwargs=access.session_kwargs
     )
     try:
         await pool.open()

@@ -128,6 +128,35 @@ async def apply_migrations(
             await conn.set_autocommit(was_autocommit)
 
 
+async def pending_migrations(
+    conn: psycopg.AsyncConnection[Any], migrations: Sequence[Migration], *, schema: str
+) -> list[Migration]:
+    """The ``migrations`` not yet applied to ``schema``, read without changing anything.
+
+    For processes that must not (or may not) run DDL: they check that someone applied the schema
+    and refuse to start otherwise. An applied file that was edited since is refused, as when
+    applying.
+    """
+    table = sql.Identifier(schema, "schema_migrations")
+    cur = await conn.execute("SELECT to_regclass(%s)", (f"{schema}.schema_migrations",), prepare=False)
+    row = await cur.fetchone()
+    applied = await _applied(conn, table) if row is not None and row[0] is not None else {}
+    for m in migrations:
+        if m.version in applied:
+            _refuse_edited(m, applied[m.version], schema)
+    return [m for m in migrations if m.version not in applied]
+
+
+async def require_migrations(
+    conn: psycopg.AsyncConnection[Any], migrations: Sequence[Migration], *, schema: str
+) -> None:
+    """Raise :class:`MigrationError` naming what is missing unless every migration is applied."""
+    missing = await pending_migrations(conn, migrations, schema=schema)
+    if missing:
+        names = ", ".join(m.filename for m in missing)
+        raise MigrationError(f"schema {schema!r} is missing migrations {names}: apply them first")
+
+
 async def _lock(conn: psycopg.AsyncConnection[Any], key: str) -> None:
     """Serialise migrators of ``key`` until the current transaction ends (commit or rollback)."""
     await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, key), prepare=False)

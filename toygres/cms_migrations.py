@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from durable_engine.migrate import Migration, apply_migrations, load_migrations
+from durable_engine.migrate import Migration, apply_migrations, load_migrations, require_migrations
 
 CMS_MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations" / "cms"
 
@@ -35,3 +35,12 @@ async def migrate_cms(
         async with await psycopg.AsyncConnection.connect(conn_or_dsn, autocommit=True) as conn:
             return await apply_migrations(conn, migrations, schema=schema, lock_key=lock_key)
     return await apply_migrations(conn_or_dsn, migrations, schema=schema, lock_key=lock_key)
+
+
+async def require_cms(conn: psycopg.AsyncConnection[Any], schema: str = "toygres") -> None:
+    """Refuse to start on a CMS schema that is not current, without running any DDL.
+
+    For deployments whose identity may only read and write rows (``TOYGRES_MIGRATE_ON_START=false``):
+    ``toygres migrate`` applies the schema, over a direct connection, as someone who may.
+    """
+    await require_migrations(conn, cms_migrations(), schema=schema)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import importlib.resources
 import json
 import re
 import time
@@ -44,10 +43,11 @@ from .._provider import (
     TurnCommit,
 )
 from .._status import RuntimeStatus
-from ..migrate import apply_migrations, load_migrations
+from ..migrate import apply_migrations, require_migrations
 from ._connections import Connections, ConnectKwargs, Pooler
 from ._dbclock import DatabaseClock
 from ._listener import Listener
+from ._schema import engine_migrations
 
 T = TypeVar("T")
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -209,6 +209,7 @@ class PostgresProvider:
         direct_dsn: str | None = None,
         poll_interval: float = _POLL_INTERVAL,
         host_clock: Clock | None = None,
+        migrate: bool = True,
     ) -> PostgresProvider:
         """Create or upgrade the engine schema (advisory-locked), then open the pool and listener.
 
@@ -224,15 +225,22 @@ class PostgresProvider:
 
         ``host_clock`` is this host's wall clock (tests pass a skewed one); :meth:`now` is the
         database server's clock whatever it says (see ``_dbclock.py``).
+
+        ``migrate=False``: run no DDL, only check that the schema is current (raising
+        :class:`~durable_engine.migrate.MigrationError` naming what is missing), for identities
+        that may not change the schema; someone else applies it (``apply_migrations``).
         """
         if not _SCHEMA_RE.match(schema):
             raise ValueError(f"invalid schema name {schema!r}: use lowercase letters, digits and '_'")
         if poll_interval <= 0:
             raise ValueError("poll_interval must be positive")
         connections = Connections(dsn, pooler, direct_dsn, connect_kwargs)
-        migrations = load_migrations(importlib.resources.files("durable_engine.postgres") / "sql")
+        migrations = engine_migrations()
         async with await connections.connect_session() as conn:
-            await apply_migrations(conn, migrations, schema=schema)
+            if migrate:
+                await apply_migrations(conn, migrations, schema=schema)
+            else:
+                await require_migrations(conn, migrations, schema=schema)
 
         pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] = AsyncConnectionPool(
             dsn,

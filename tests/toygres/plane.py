@@ -18,7 +18,7 @@ from control_plane.service import ControlPlane, LifecycleTiming
 from durable_engine import InMemoryProvider, ManualClock, Provider, Runtime, RuntimeOptions, RuntimeStatus
 from toygres.cms_migrations import migrate_cms
 from toygres.metadata import MetadataRepository
-from toygres.models import RuntimeKind
+from toygres.models import CreateInstanceRequest, InstanceState, RuntimeKind
 from toygres.runtimes.base import InstanceRuntime
 from toygres.settings import Settings
 
@@ -137,3 +137,25 @@ async def reconcile(plane: ControlPlane, engine: Runtime, clock: ManualClock) ->
     assert status is not None and status.status == RuntimeStatus.COMPLETED, status
     output: dict[str, Any] = status.output
     return output
+
+
+async def run_lifecycle(plane: ControlPlane) -> None:
+    """Create an instance, see it running and checked, delete it: every layer's queries run."""
+    runtime = Runtime(plane.provider, plane.registry, RuntimeOptions(idle_wait=0.2))
+    await runtime.start()
+    try:
+        created = await plane.create_instance(CreateInstanceRequest(name="pooled"))
+        status = await plane.client.wait_for_completion(created.operation_id, 120)
+        assert status.status.value == "Completed", status.error
+        assert (await plane.get_instance(created.instance_id)).state is InstanceState.RUNNING
+        for _ in range(100):
+            if await plane.metadata.list_health_checks(created.instance_id):
+                break
+            await asyncio.sleep(0.2)
+        assert await plane.metadata.list_health_checks(created.instance_id)
+        operation = await plane.delete_instance(created.instance_id)
+        deleted = await plane.client.wait_for_completion(operation, 120)
+        assert deleted.status.value == "Completed", deleted.error
+        assert (await plane.get_instance(created.instance_id)).state is InstanceState.DELETED
+    finally:
+        await runtime.shutdown(grace=2)

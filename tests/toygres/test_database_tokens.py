@@ -23,8 +23,13 @@ from azure.core.credentials import AccessToken
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from control_plane.bootstrap import DatabaseAccess, open_control_plane
+from tests.toygres.plane import FAST, kill_local_instances, run_lifecycle
 from toygres.database_tokens import POSTGRES_SCOPE, EntraPasswordSource
+from toygres.models import RuntimeKind
 from toygres.pgserver import EmbeddedPostgres
+from toygres.runtimes.local import LocalRuntime
+from toygres.settings import Settings
 
 ROLE = "toygres_identity"
 
@@ -142,3 +147,31 @@ async def test_connections_keep_working_across_token_rotations(scram_server: Emb
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(dsn, password=entra.issued[0]).close()
     psycopg.connect(dsn, password=entra.issued[-1]).close()
+
+
+@pytest.mark.postgres
+async def test_the_control_plane_connects_with_tokens_only(
+    scram_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """Both pools, the listener and the migrations use the token source: the role has no other password."""
+    admin_dsn = scram_server.dsn(with_password=True)
+    database = f"toygres_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(ROLE))
+        )
+    entra = RotatingEntra(admin_dsn, lifetime=302.0)  # due two seconds after it is issued
+    access = DatabaseAccess(EntraPasswordSource(entra).connect_kwargs, "none", migrate=True)
+    url = f"postgresql://{ROLE}@127.0.0.1:{scram_server.port}/{database}"
+    settings = Settings(default_runtime=RuntimeKind.LOCAL, local_data_dir=tmp_path, database_url=url)
+    runtimes = {RuntimeKind.LOCAL: LocalRuntime(tmp_path)}
+    try:
+        for _ in range(2):  # a second start, after the token rotated, opens every connection anew
+            async with open_control_plane(settings, runtimes=runtimes, timing=FAST, access=access) as plane:
+                await run_lifecycle(plane)
+            await asyncio.sleep(2.5)
+    finally:
+        kill_local_instances(tmp_path)
+    assert len(entra.issued) >= 2
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(url, password=entra.issued[0]).close()
