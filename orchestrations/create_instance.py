@@ -3,7 +3,8 @@
 If anything fails — the deploy keeps failing, the instance never becomes ready before the
 deadline, a result cannot be read — the orchestration removes what it created, records the
 instance as failed with the reason (which releases its name), and ends Failed: a failed create
-leaves no resources behind.
+leaves no resources behind. A cancelled create (``OrchestrationCancelledError`` at its current
+step) cleans up the same way and ends Cancelled.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from activities import (
     UPDATE_METADATA,
 )
 from activities.results import ConnectionResult, InstanceStatusResult
-from durable_engine import OrchestrationContext, TaskFailedError
+from durable_engine import OrchestrationCancelledError, OrchestrationContext, RetryPolicy, TaskFailedError
 from toygres.models import InstanceState, load_stored
 
 from .inputs import CreateInstanceInput
@@ -77,16 +78,14 @@ async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
             retry=PLATFORM_RETRY,
         )
         await set_state(ctx, instance_id, InstanceState.RUNNING)
+    except OrchestrationCancelledError as cancelled:
+        # stopped from outside (a delete that began, an operator): leave nothing running behind it
+        await _clean_up(
+            ctx, config, instance_id, f"the create was cancelled: {cancelled.reason}", deploy_retry
+        )
+        raise
     except Exception as exc:  # any failure, not only a failed activity, runs the cleanup
-        reason = failure_reason(exc)
-        ctx.set_custom_status({"phase": "cleaning up after failure", "reason": reason})
-        try:
-            await ctx.schedule_activity(DELETE_POSTGRES, config, retry=deploy_retry)
-        except TaskFailedError as cleanup:
-            # the instance is failed either way; say that resources may remain and how to retry
-            reason += f"; cleaning up failed too ({cleanup}): delete the instance to retry the cleanup"
-        # only from creating: a delete that began meanwhile owns the state from then on
-        await mark_failed(ctx, instance_id, reason, expected_from=[InstanceState.CREATING])
+        await _clean_up(ctx, config, instance_id, failure_reason(exc), deploy_retry)
         raise
 
     monitor_id = start_health_monitor(ctx, params.config, params.health_interval_seconds)
@@ -98,3 +97,17 @@ async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
         "password_hint": conn.password_hint,
         "health_monitor_id": monitor_id,
     }
+
+
+async def _clean_up(
+    ctx: OrchestrationContext, config: dict[str, Any], instance_id: str, reason: str, retry: RetryPolicy
+) -> None:
+    """Remove what the create made and record it failed with ``reason`` (which frees its name)."""
+    ctx.set_custom_status({"phase": "cleaning up after failure", "reason": reason})
+    try:
+        await ctx.schedule_activity(DELETE_POSTGRES, config, retry=retry)
+    except TaskFailedError as cleanup:
+        # the instance is failed either way; say that resources may remain and how to retry
+        reason += f"; cleaning up failed too ({cleanup}): delete the instance to retry the cleanup"
+    # only from creating: a delete that began meanwhile owns the state from then on
+    await mark_failed(ctx, instance_id, reason, expected_from=[InstanceState.CREATING])

@@ -20,7 +20,7 @@ from activities import (
     UPDATE_METADATA,
 )
 from activities.results import DeleteResult, OperationStatusResult
-from durable_engine import OrchestrationContext
+from durable_engine import OrchestrationCancelledError, OrchestrationContext
 from toygres.models import InstanceMetadata, InstanceState, health_monitor_id, load_stored
 
 from .inputs import DeleteInstanceInput
@@ -36,14 +36,24 @@ async def delete_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
 
     try:  # any step that fails leaves the instance failed (with the reason), not deleting forever
         removed = await _delete(ctx, params, instance_id)
+    except OrchestrationCancelledError as cancelled:
+        # an operator stopped it: say so on the row rather than leave it deleting (the reconciler
+        # would otherwise resume the delete the operator stopped)
+        reason = f"the delete was cancelled ({cancelled.reason}); delete the instance again to retry"
+        await _record_failure(ctx, instance_id, reason)
+        raise
     except Exception as exc:
         reason = f"deleting the instance failed ({failure_reason(exc)}); delete the instance again to retry"
-        ctx.set_custom_status({"phase": "failed", "reason": reason})
-        await mark_failed(ctx, instance_id, reason, expected_from=[InstanceState.DELETING])
+        await _record_failure(ctx, instance_id, reason)
         raise
     await mark_deleted(ctx, instance_id)
     ctx.set_custom_status({"phase": "deleted"})
     return {"instance_id": instance_id, "state": InstanceState.DELETED.value, "removed": removed.removed}
+
+
+async def _record_failure(ctx: OrchestrationContext, instance_id: str, reason: str) -> None:
+    ctx.set_custom_status({"phase": "failed", "reason": reason})
+    await mark_failed(ctx, instance_id, reason, expected_from=[InstanceState.DELETING])
 
 
 async def _delete(ctx: OrchestrationContext, params: DeleteInstanceInput, instance_id: str) -> DeleteResult:

@@ -91,6 +91,14 @@ async def record_all(dsn: str, root: Path) -> list[Path]:
             await cp.client.wait_for_completion(reconciler, 60)
             written.append(await dump(cp, reconciler, "restarted-monitor"))
 
+            # the fleet passes, over a local instance (no TLS, no image to roll): their first steps
+            rotation = await cp.run_certificate_rotation()
+            await cp.client.wait_for_completion(rotation, 60)
+            written.append(await dump(cp, rotation, "nothing-due"))
+            rollout = await cp.start_image_rollout()
+            await cp.client.wait_for_completion(rollout, 60)
+            written.append(await dump(cp, rollout, "nothing-to-roll"))
+
             delete_op = await cp.delete_instance(created.instance_id)
             await cp.client.wait_for_completion(delete_op, 120)
             written.append(await dump(cp, delete_op, "completed"))
