@@ -569,15 +569,17 @@ class KubernetesRuntime:
                 phase="NotFound",
                 message=f"statefulset {ns}/{names.statefulset} not found",
             )
+        # the pod before the Service: an address published before the pod turned ready is then
+        # never paired with an older reading of the Service
+        pod = self._ignore_404(
+            f"read pod {ns}/{names.pod}",
+            lambda: core.read_namespaced_pod(names.pod, ns, _request_timeout=self.request_timeout),
+        )
         service = self._ignore_404(
             f"read service {ns}/{names.service}",
             lambda: core.read_namespaced_service(names.service, ns, _request_timeout=self.request_timeout),
         )
         endpoint = self._endpoint(service) if service is not None else None
-        pod = self._ignore_404(
-            f"read pod {ns}/{names.pod}",
-            lambda: core.read_namespaced_pod(names.pod, ns, _request_timeout=self.request_timeout),
-        )
         if pod is None:
             return RuntimeStatus(
                 exists=True,
