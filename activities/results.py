@@ -1,9 +1,9 @@
 """Typed results of the Toygres activities.
 
 An activity returns ``Model(...).model_dump(mode="json")`` (history keeps JSON) and the
-orchestration reads it back with ``Model.model_validate(await ctx.schedule_activity(...))``, so a
-result is checked where it is used instead of being indexed as a raw dict. When the engine offers
-``schedule_activity(..., result_type=Model)`` the read becomes that one argument.
+orchestration reads it back with ``await ctx.schedule_activity(..., result_type=Model)``, so a
+result is checked where it is used instead of being indexed as a raw dict (a result that does not
+fit fails the step with ``ResultValidationError``, which the orchestration can catch).
 
 Results tolerate fields they do not know (``extra="ignore"``): an activity of a newer version may
 add one while an older orchestration still reads its result, and history written by either must
@@ -134,3 +134,38 @@ class PruneResult(ActivityResult):
     instances: int = 0
     #: finished orchestrations (creates, deletes, monitors) of the removed instances
     operations: int = 0
+
+
+class CertificateDue(ActivityResult):
+    """A running instance whose server certificate is missing or expires within the window."""
+
+    instance_id: str
+    config: dict[str, Any]
+    #: fingerprint of the certificate to replace ("" when there is none)
+    sha256: str = ""
+    not_after: str | None = None
+
+
+class RotatedCertificate(ActivityResult):
+    sha256: str
+    not_after: str
+
+
+class RolloutChange(ActivityResult):
+    instance_id: str
+    previous_image: str = Field(alias="from")
+    config: dict[str, Any]
+
+
+class RolloutPlan(ActivityResult):
+    changes: list[RolloutChange] = Field(default_factory=list)
+    skipped: list[dict[str, str]] = Field(default_factory=list)
+
+
+class DeploymentRecorded(ActivityResult):
+    updated: bool
+
+
+class RolloutProgress(ActivityResult):
+    complete: bool
+    message: str

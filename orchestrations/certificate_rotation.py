@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from activities import FIND_CERTIFICATES_DUE, ROTATE_SERVER_CERTIFICATE
+from activities.results import CertificateDue, RotatedCertificate
 from durable_engine import OrchestrationContext, TaskFailedError
 
 from .inputs import CertificateRotationInput
@@ -35,28 +36,32 @@ async def rotate_certificates(ctx: OrchestrationContext, raw: dict[str, Any] | N
         FIND_CERTIFICATES_DUE,
         {"now": now.isoformat(), "renew_before_days": params.renew_before_days},
         retry=PLATFORM_RETRY,
+        result_type=list[CertificateDue],
     )
     rotated: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     for item in due:
-        instance_id = item["instance_id"]
+        instance_id = item.instance_id
         ctx.set_custom_status({"phase": "rotating", "instance_id": instance_id, "done": len(rotated)})
         try:
             certificate = await ctx.schedule_activity(
                 ROTATE_SERVER_CERTIFICATE,
-                {"config": item["config"], "replaces_sha256": item["sha256"]},
+                {"config": item.config, "replaces_sha256": item.sha256},
                 retry=platform_retry(params.attempts),
+                result_type=RotatedCertificate,
             )
             await wait_for_rollout(
                 ctx,
-                item["config"],
+                item.config,
                 deadline_seconds=params.rollout_deadline_seconds,
                 poll_seconds=params.poll_seconds,
             )
         except (TaskFailedError, RolloutNotCompleteError) as exc:
             failed.append({"instance_id": instance_id, "reason": str(exc)})
             continue
-        rotated.append({"instance_id": instance_id, "previous_not_after": item["not_after"], **certificate})
+        rotated.append(
+            {"instance_id": instance_id, "previous_not_after": item.not_after, **certificate.model_dump()}
+        )
     result = {"checked_at": now.isoformat(), "due": len(due), "rotated": rotated, "failed": failed}
     ctx.set_custom_status({"phase": "done", **result})
     if failed:

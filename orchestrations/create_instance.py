@@ -53,8 +53,8 @@ async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
         ctx.set_custom_status({"phase": "waiting for readiness"})
         deadline = ctx.utc_now() + timedelta(seconds=params.readiness_deadline_seconds)
         while True:
-            status = InstanceStatusResult.model_validate(
-                await ctx.schedule_activity(GET_INSTANCE_STATUS, config, retry=PLATFORM_RETRY)
+            status = await ctx.schedule_activity(
+                GET_INSTANCE_STATUS, config, retry=PLATFORM_RETRY, result_type=InstanceStatusResult
             )
             if status.ready and status.endpoint is not None:
                 endpoint = status.endpoint
@@ -67,10 +67,10 @@ async def create_instance(ctx: OrchestrationContext, raw: dict[str, Any]) -> dic
             await ctx.schedule_timer(timedelta(seconds=params.readiness_poll_seconds))
 
         ctx.set_custom_status({"phase": "recording connection"})
-        conn = ConnectionResult.model_validate(
-            await ctx.schedule_activity(
-                GENERATE_CONNECTION_STRING, {"config": config, "endpoint": endpoint.model_dump(mode="json")}
-            )
+        conn = await ctx.schedule_activity(
+            GENERATE_CONNECTION_STRING,
+            {"config": config, "endpoint": endpoint.model_dump(mode="json")},
+            result_type=ConnectionResult,
         )
         await ctx.schedule_activity(
             UPDATE_METADATA,

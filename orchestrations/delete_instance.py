@@ -85,8 +85,8 @@ async def _delete(ctx: OrchestrationContext, params: DeleteInstanceInput, instan
 
     ctx.set_custom_status({"phase": "deleting resources"})
     config = params.config.model_dump(mode="json")
-    return DeleteResult.model_validate(
-        await ctx.schedule_activity(DELETE_POSTGRES, config, retry=platform_retry(params.delete_attempts))
+    return await ctx.schedule_activity(
+        DELETE_POSTGRES, config, retry=platform_retry(params.delete_attempts), result_type=DeleteResult
     )
 
 
@@ -99,8 +99,8 @@ async def wait_until_settled(
     instance lock keeps its deploys from starting anything once the state is ``deleting``.
     """
     for _ in range(params.settle_polls + 1):
-        status = OperationStatusResult.model_validate(
-            await ctx.schedule_activity(GET_OPERATION_STATUS, operation_id, retry=PLATFORM_RETRY)
+        status = await ctx.schedule_activity(
+            GET_OPERATION_STATUS, operation_id, retry=PLATFORM_RETRY, result_type=OperationStatusResult
         )
         if not status.exists or status.terminal:
             return True

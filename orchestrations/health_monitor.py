@@ -39,10 +39,11 @@ async def health_monitor(ctx: OrchestrationContext, raw: dict[str, Any]) -> Any:
             "checks": params.checks,
         }
     try:
-        result = HealthCheckResult.model_validate(
-            await ctx.schedule_activity(
-                HEALTH_CHECK, params.config.model_dump(mode="json"), retry=HEALTH_RETRY
-            )
+        result = await ctx.schedule_activity(
+            HEALTH_CHECK,
+            params.config.model_dump(mode="json"),
+            retry=HEALTH_RETRY,
+            result_type=HealthCheckResult,
         )
         update: dict[str, Any] = {"op": "health", "result": result.model_dump(mode="json")}
         status = result.status

@@ -56,15 +56,14 @@ async def reconciler(ctx: OrchestrationContext, raw: dict[str, Any] | None) -> d
     restarted = await restart_monitors(ctx, params, [r for r in running if not r.monitor_live])
     ended, stuck_errors = await end_stuck_states(ctx, params)
     removed, orphan_errors = await remove_orphans(ctx)
-    pruned = PruneResult.model_validate(
-        await ctx.schedule_activity(
-            PRUNE_METADATA,
-            {
-                "health_check_retention_seconds": params.health_check_retention_seconds,
-                "deleted_retention_seconds": params.deleted_retention_seconds,
-            },
-            retry=PLATFORM_RETRY,
-        )
+    pruned = await ctx.schedule_activity(
+        PRUNE_METADATA,
+        {
+            "health_check_retention_seconds": params.health_check_retention_seconds,
+            "deleted_retention_seconds": params.deleted_retention_seconds,
+        },
+        retry=PLATFORM_RETRY,
+        result_type=PruneResult,
     )
     return {
         "checked": len(running),
@@ -85,10 +84,11 @@ async def converge(
     errors: list[str] = []
     for instance in running:
         try:
-            result = ConvergeResult.model_validate(
-                await ctx.schedule_activity(
-                    CONVERGE_INSTANCE, instance.config.model_dump(mode="json"), retry=PLATFORM_RETRY
-                )
+            result = await ctx.schedule_activity(
+                CONVERGE_INSTANCE,
+                instance.config.model_dump(mode="json"),
+                retry=PLATFORM_RETRY,
+                result_type=ConvergeResult,
             )
         except TaskFailedError as exc:  # one broken instance must not stop the pass
             errors.append(f"converging instance {instance.instance_id} failed: {exc}")
@@ -169,15 +169,13 @@ async def end_stuck_states(
 
 async def remove_orphans(ctx: OrchestrationContext) -> tuple[list[dict[str, Any]], list[str]]:
     """Remove what runs for deleted or unknown instances; report what went, and what would not."""
-    found = await ctx.schedule_activity(FIND_ORPHANS, None, retry=PLATFORM_RETRY)
+    found = await ctx.schedule_activity(FIND_ORPHANS, None, retry=PLATFORM_RETRY, result_type=list[Orphan])
     removed: list[dict[str, Any]] = []
     errors: list[str] = []
-    for orphan in (Orphan.model_validate(item) for item in found):
+    for orphan in found:
         try:
-            outcome = OrphanRemoval.model_validate(
-                await ctx.schedule_activity(
-                    REMOVE_ORPHAN, orphan.model_dump(mode="json"), retry=PLATFORM_RETRY
-                )
+            outcome = await ctx.schedule_activity(
+                REMOVE_ORPHAN, orphan.model_dump(mode="json"), retry=PLATFORM_RETRY, result_type=OrphanRemoval
             )
         except TaskFailedError as exc:  # one stubborn orphan must not stop the pass
             errors.append(f"removing orphan {orphan.name} ({orphan.instance_id}) failed: {exc}")

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from activities import GET_ROLLOUT_STATUS
+from activities.results import RolloutProgress
 from durable_engine import OrchestrationContext
 
 from .steps import PLATFORM_RETRY
@@ -25,11 +26,13 @@ async def wait_for_rollout(
     """Return the runtime's message once the rollout is complete; raise when the deadline passes."""
     deadline = ctx.utc_now() + timedelta(seconds=deadline_seconds)
     while True:
-        status = await ctx.schedule_activity(GET_ROLLOUT_STATUS, config, retry=PLATFORM_RETRY)
-        if status["complete"]:
-            return str(status["message"])
+        status = await ctx.schedule_activity(
+            GET_ROLLOUT_STATUS, config, retry=PLATFORM_RETRY, result_type=RolloutProgress
+        )
+        if status.complete:
+            return status.message
         if ctx.utc_now() >= deadline:
             raise RolloutNotCompleteError(
-                f"the restarted instance was not ready within {deadline_seconds:g} s ({status['message']})"
+                f"the restarted instance was not ready within {deadline_seconds:g} s ({status.message})"
             )
         await ctx.schedule_timer(timedelta(seconds=poll_seconds))

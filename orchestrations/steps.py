@@ -46,9 +46,7 @@ async def set_state(
         op["reason"] = reason
     if expected_from is not None:
         op["expected_from"] = [s.value for s in expected_from]
-    return MetadataResult.model_validate(
-        await ctx.schedule_activity(UPDATE_METADATA, op, retry=PLATFORM_RETRY)
-    )
+    return await ctx.schedule_activity(UPDATE_METADATA, op, retry=PLATFORM_RETRY, result_type=MetadataResult)
 
 
 async def mark_failed(
