@@ -60,6 +60,8 @@ AZURE_APP_SETTINGS: Mapping[str, str | None] = MappingProxyType(
         "TOYGRES_KUBERNETES__STORAGE_CLASS": None,
         "TOYGRES_KUBERNETES__SERVICE_TYPE": "LoadBalancer",
         "TOYGRES_KUBERNETES__INTERNAL_LOAD_BALANCER": "true",
+        # the Function App's subnet: every instance's NetworkPolicy must admit the control plane
+        "TOYGRES_KUBERNETES__CONTROL_PLANE_CIDRS": None,
     }
 )
 

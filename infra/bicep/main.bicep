@@ -311,6 +311,7 @@ module functionApp 'modules/functionapp.bicep' = {
     deploymentContainerUrl: storage.outputs.deploymentContainerUrl
     appInsightsName: monitoring.outputs.appInsightsName
     subnetId: network.outputs.functionSubnetId
+    subnetPrefix: network.outputs.functionSubnetPrefix
     instanceMemoryMB: functionInstanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     databasePoolSize: databasePoolSize

@@ -37,6 +37,9 @@ param appInsightsName string
 @description('Subnet delegated to Microsoft.App/environments for VNet integration.')
 param subnetId string
 
+@description('Address range of that subnet: every instance\'s NetworkPolicy admits it (health checks, backups).')
+param subnetPrefix string
+
 @description('Memory of one instance in MB.')
 @allowed([
   512
@@ -127,6 +130,7 @@ var appSettings = {
   TOYGRES_KUBERNETES__STORAGE_CLASS: storageClassName
   TOYGRES_KUBERNETES__SERVICE_TYPE: 'LoadBalancer'
   TOYGRES_KUBERNETES__INTERNAL_LOAD_BALANCER: 'true'
+  TOYGRES_KUBERNETES__CONTROL_PLANE_CIDRS: subnetPrefix
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {

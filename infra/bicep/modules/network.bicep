@@ -129,6 +129,7 @@ resource postgresDnsLink 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@
 
 output vnetId string = vnet.id
 output functionSubnetId string = '${vnet.id}/subnets/${functionSubnetName}'
+output functionSubnetPrefix string = functionSubnetPrefix
 output aksSubnetId string = '${vnet.id}/subnets/${aksSubnetName}'
 output aksSubnetName string = aksSubnetName
 output postgresSubnetId string = postgresPrivateAccess ? '${vnet.id}/subnets/${postgresSubnetName}' : ''
