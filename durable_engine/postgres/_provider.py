@@ -444,9 +444,7 @@ class PostgresProvider:
 
     async def abandon_orchestration_item(self, lock_token: str, delay: timedelta | None = None) -> None:
         seconds = delay.total_seconds() if delay else 0.0
-        await self._scalar(
-            self._q("SELECT {s}.abandon_orchestration_item(%s, %s)"), (lock_token, seconds)
-        )
+        await self._scalar(self._q("SELECT {s}.abandon_orchestration_item(%s, %s)"), (lock_token, seconds))
         self._made_work("orchestrator")
 
     # --- worker queue ---------------------------------------------------------------------
