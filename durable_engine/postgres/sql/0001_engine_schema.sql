@@ -53,14 +53,16 @@
 --     left marked by an erased lock are taken by the next fetch (see "Message order").
 --   * fetches and lock renewals commit asynchronously (synchronous_commit = off): they only
 --     hide messages and take locks, which a crash may forget safely (the messages reappear);
---     the next synchronous commit flushes them anyway. Everything that records progress
---     (commit_turn, complete_activity, instance creation, abandons) commits synchronously.
+--     the next synchronous commit flushes them anyway. Everything else (commit_turn,
+--     complete_activity, instance creation, the abandons) commits synchronously.
 --
 -- Wake-ups
---   The functions that make work fetchable now NOTIFY <schema>.orchestrator or <schema>.worker;
---   those that create, update or purge instances NOTIFY <schema>.status with the instance id.
---   Work that becomes fetchable later (a delayed message, an expiring lock, a backoff) sends
---   nothing: seconds_until_work tells an idle dispatcher how long it may sleep until then.
+--   The functions that enqueue work, or release it to be fetched at once, NOTIFY
+--   <schema>.orchestrator or <schema>.worker (an enqueued message does so even when it is
+--   delayed: a dispatcher woken early asks seconds_until_work and sleeps on); those that create,
+--   update or purge instances NOTIFY <schema>.status with the instance id. Nothing NOTIFYs when
+--   delayed work comes due (a timer, an expiring lock, the end of a backoff): seconds_until_work
+--   tells an idle dispatcher how long it may sleep until then.
 
 CREATE TABLE instances (
     instance_id        text PRIMARY KEY,
@@ -560,7 +562,8 @@ $$;
 
 -- Seconds until the next message/task of a queue becomes fetchable: 0 when some is fetchable
 -- now (so a dispatcher whose wake-up raced its own empty fetch never sleeps on due work),
--- else until the next delayed message or expiring lock; NULL when nothing is scheduled.
+-- else until the next delayed message or expiring lock (a backoff too); NULL when nothing is
+-- scheduled.
 -- Computed on the server's clock, so an application host whose clock runs ahead never spins
 -- on "due" work that is not due yet.
 CREATE FUNCTION seconds_until_work(p_queue text) RETURNS double precision
