@@ -119,8 +119,8 @@ def _row_record(row: TupleRow) -> InstanceRecord:
 _CREATE_LOCKED = """
 WITH ins AS (
     INSERT INTO {s}.instances (instance_id, name, version, status, execution_id, input,
-                           parent_instance_id, created_at, updated_at)
-    VALUES (%(id)s, %(name)s, %(version)s, 'Pending', 1, %(input)s, %(parent)s, now(), now())
+                           parent_instance_id, parent_link, created_at, updated_at)
+    VALUES (%(id)s, %(name)s, %(version)s, 'Pending', 1, %(input)s, %(parent)s, %(link)s, now(), now())
     ON CONFLICT (instance_id) DO NOTHING
     RETURNING *
 ), lk AS (
@@ -337,6 +337,7 @@ class PostgresProvider:
             "version": row["version"],
             "input": Jsonb(row["input"]),
             "parent": row["parent_instance_id"],
+            "link": None if row["parent"] is None else Jsonb(row["parent"]),
             "token": token,
             "secs": lock_timeout.total_seconds(),
             "start": Jsonb(row["start"]),
@@ -362,7 +363,7 @@ class PostgresProvider:
     ) -> None:
         delay = None if visible_at is None else self._delay(visible_at)
         await self._scalar(
-            self._q("SELECT {s}.enqueue_orchestrator_message(%s, %s, now() + make_interval(secs => %s))"),
+            self._q("SELECT {s}.enqueue_orchestrator_message(%s, %s, %s)"),
             (message.instance_id, Jsonb(message.to_dict()), delay),
         )
         self._made_work("orchestrator")
@@ -451,9 +452,7 @@ class PostgresProvider:
 
     async def abandon_orchestration_item(self, lock_token: str, delay: timedelta | None = None) -> None:
         seconds = delay.total_seconds() if delay else 0.0
-        await self._scalar(
-            self._q("SELECT {s}.abandon_orchestration_item_after(%s, %s)"), (lock_token, seconds)
-        )
+        await self._scalar(self._q("SELECT {s}.abandon_orchestration_item(%s, %s)"), (lock_token, seconds))
         self._made_work("orchestrator")
 
     # --- worker queue ---------------------------------------------------------------------
@@ -487,7 +486,7 @@ class PostgresProvider:
     async def abandon_activity(self, lock_token: str, delay: timedelta | None = None) -> None:
         seconds = delay.total_seconds() if delay else 0.0
         await self._scalar(
-            self._q("SELECT {s}.abandon_activity(%s, now() + make_interval(secs => %s))"),
+            self._q("SELECT {s}.abandon_activity(%s, %s)"),
             (lock_token, seconds),
         )
         self._made_work("worker")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import random
+import re
 import time
 from datetime import timedelta
 from typing import Any
@@ -62,6 +63,25 @@ async def test_the_schema_is_the_packaged_migrations_with_unlogged_locks(pg_dsn:
             "SELECT relpersistence FROM pg_class WHERE oid = 'eng.instance_locks'::regclass"
         )
         assert await cur.fetchone() == ("u",)
+
+
+async def test_the_schema_holds_each_function_once_and_only_those_the_provider_calls(pg_dsn: str) -> None:
+    """No leftover overloads or shims: every server-side function is called (by the provider or
+    by another function), exists under one signature, and nothing the provider calls is missing."""
+    provider = await PostgresProvider.connect(pg_dsn, schema="fns")
+    await provider.close()
+    source = importlib.resources.files("durable_engine.postgres").joinpath("_provider.py").read_text()
+    called = set(re.findall(r"\{s\}\.([a-z_]+)\(", source))
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        cur = await conn.execute(
+            "SELECT p.proname, count(*) FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = 'fns' GROUP BY p.proname"
+        )
+        defined = dict(await cur.fetchall())
+    assert {name for name, overloads in defined.items() if overloads > 1} == set()
+    assert called - set(defined) == set(), "the provider calls functions the schema lacks"
+    # notify_channel is called by the functions themselves
+    assert set(defined) - called == {"notify_channel"}, "functions nothing calls"
 
 
 async def test_wait_for_work_wakes_when_a_delayed_message_is_due(pg_dsn: str) -> None:
