@@ -15,12 +15,9 @@ import pytest
 from api.app import create_app
 from control_plane.bootstrap import ConfigurationError, open_control_plane
 from control_plane.service import ControlPlane
-from durable_engine import PostgresProvider
-from toygres.models import RuntimeKind
 from toygres.pgserver import bundled_major_version
-from toygres.runtimes.local import LocalRuntime
 
-from .plane import control_plane, kill_local_instances, local_settings
+from .plane import local_settings
 
 pytestmark = pytest.mark.postgres
 
@@ -28,22 +25,8 @@ PASSWORD = "correct-horse-battery-staple"
 
 
 @pytest.fixture
-async def plane(pg_dsn: str, pg_tmp_dir: Path) -> AsyncIterator[ControlPlane]:
-    root = pg_tmp_dir / "instances"
-    provider = await PostgresProvider.connect(pg_dsn)
-    try:
-        async with control_plane(
-            pg_dsn, provider, {RuntimeKind.LOCAL: LocalRuntime(root)}, settings=local_settings(root)
-        ) as (cp, _):
-            yield cp
-    finally:
-        await provider.close()
-        kill_local_instances(root)
-
-
-@pytest.fixture
-async def api(plane: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(lambda: plane)
+async def api(api_plane: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(lambda: api_plane)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://toygres") as client:
         yield client
 

@@ -20,13 +20,10 @@ import pytest
 
 from api.app import create_app
 from control_plane.service import ControlPlane
-from durable_engine import PostgresProvider
 from tests.standins.entra import EntraStandin, app_service_principal
-from toygres.models import RuntimeKind
-from toygres.runtimes.local import LocalRuntime
 from toygres.settings import AuthMode, AuthSettings
 
-from .plane import control_plane, kill_local_instances, local_settings
+from .plane import local_settings
 
 pytestmark = pytest.mark.postgres
 
@@ -44,29 +41,15 @@ def entra() -> Iterator[EntraStandin]:
         server.stop()
 
 
-@pytest.fixture
-async def plane(pg_dsn: str, pg_tmp_dir: Path) -> AsyncIterator[ControlPlane]:
-    root = pg_tmp_dir / "instances"
-    provider = await PostgresProvider.connect(pg_dsn)
-    try:
-        async with control_plane(
-            pg_dsn, provider, {RuntimeKind.LOCAL: LocalRuntime(root)}, settings=local_settings(root)
-        ) as (cp, _):
-            yield cp
-    finally:
-        await provider.close()
-        kill_local_instances(root)
-
-
 def client_for(plane: ControlPlane, auth: AuthSettings) -> httpx.AsyncClient:
     app = create_app(lambda: plane, auth=auth)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://toygres")
 
 
 @pytest.fixture
-async def jwt_api(plane: ControlPlane, entra: EntraStandin) -> AsyncIterator[httpx.AsyncClient]:
+async def jwt_api(api_plane: ControlPlane, entra: EntraStandin) -> AsyncIterator[httpx.AsyncClient]:
     auth = AuthSettings(mode=AuthMode.JWT, issuer=entra.issuer, audience=AUDIENCE, jwks_url=entra.jwks_url)
-    async with client_for(plane, auth) as client:
+    async with client_for(api_plane, auth) as client:
         yield client
 
 
@@ -179,8 +162,8 @@ async def test_the_openapi_document_declares_bearer_authentication(jwt_api: http
     assert {"401", "403"} <= set(create["responses"])
 
 
-async def test_app_service_principal_header(plane: ControlPlane) -> None:
-    async with client_for(plane, AuthSettings(mode=AuthMode.APP_SERVICE)) as api:
+async def test_app_service_principal_header(api_plane: ControlPlane) -> None:
+    async with client_for(api_plane, AuthSettings(mode=AuthMode.APP_SERVICE)) as api:
         assert_error(await api.get("/api/instances"), 401, "not authenticated by App Service")
         header = "X-MS-CLIENT-PRINCIPAL"
         reader = {header: app_service_principal([READER])}
@@ -227,14 +210,14 @@ def test_serve_refuses_a_public_address_without_authentication(tmp_path: Path) -
 async def test_a_public_load_balancer_needs_an_admin_and_source_ranges(
     jwt_api: httpx.AsyncClient,
     entra: EntraStandin,
-    plane: ControlPlane,
+    api_plane: ControlPlane,
     pg_tmp_dir: Path,
     roles: list[str],
     kubernetes: dict[str, Any],
     status: int,
     code: str | None,
 ) -> None:
-    plane.settings = local_settings(pg_tmp_dir / "instances", kubernetes=kubernetes)
+    api_plane.settings = local_settings(pg_tmp_dir / "instances", kubernetes=kubernetes)
     response = await jwt_api.post(
         "/api/instances",
         json={"name": "exposed", "service_type": "LoadBalancer"},

@@ -8,43 +8,24 @@ at the orchestration's current step, and the orchestration may still schedule wo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from control_plane.service import ControlPlane, LifecycleTiming
+from control_plane.service import ControlPlane
 from durable_engine import ManualClock, Runtime, RuntimeStatus
-from toygres.models import CreateInstanceRequest, InstanceState, RuntimeKind
-from toygres.runtimes.local import LocalRuntime
+from toygres.models import CreateInstanceRequest, InstanceState
 
-from .plane import local_settings, reconcile, stepped_plane
+from .plane import reconcile
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
 
-TIMING = LifecycleTiming(
-    health_interval_seconds=30, readiness_deadline_seconds=600, readiness_poll_seconds=5, deploy_attempts=1
-)
-
-
-@pytest.fixture
-async def virtual(
-    pg_dsn: str, local_root: Path
-) -> AsyncIterator[tuple[ControlPlane, Runtime, ManualClock, Path]]:
-    runtime = {RuntimeKind.LOCAL: LocalRuntime(local_root)}
-    async with stepped_plane(pg_dsn, runtime, settings=local_settings(local_root), timing=TIMING) as (
-        cp,
-        engine,
-        clock,
-    ):
-        yield cp, engine, clock, local_root
-
 
 async def test_a_cancelled_create_removes_what_it_deployed_and_fails(
-    virtual: tuple[ControlPlane, Runtime, ManualClock, Path],
+    stepped_local: tuple[ControlPlane, Runtime, ManualClock, Path],
 ) -> None:
-    cp, engine, _, root = virtual
+    cp, engine, _, root = stepped_local
     created = await cp.create_instance(CreateInstanceRequest(name="changed-my-mind"))
     await engine.run_orchestrations()  # the first turn schedules the deploy ...
     await engine.run_activities(max_items=1)  # ... which starts a real server
@@ -66,9 +47,9 @@ async def test_a_cancelled_create_removes_what_it_deployed_and_fails(
 
 
 async def test_a_cancelled_delete_is_recorded_failed_and_not_resumed(
-    virtual: tuple[ControlPlane, Runtime, ManualClock, Path],
+    stepped_local: tuple[ControlPlane, Runtime, ManualClock, Path],
 ) -> None:
-    cp, engine, clock, root = virtual
+    cp, engine, clock, root = stepped_local
     created = await cp.create_instance(CreateInstanceRequest(name="keep-me"))
     await engine.run_until_idle()
     delete_op = await cp.delete_instance(created.instance_id)
