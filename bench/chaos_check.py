@@ -59,6 +59,11 @@ class ActivityRun:
         return (self.instance_id, self.execution_id, self.corr_id)
 
 
+#: how long after a connection fault a process may still learn of it: a pooled connection the fault
+#: closed is only found dead when next used, e.g. by the commit of work that started after the cut
+CONNECTION_FAULT_GRACE = 2.0
+
+
 @dataclass
 class FaultLog:
     """When the driver did what (``time.time()`` seconds, the clock the run logs use too)."""
@@ -71,9 +76,10 @@ class FaultLog:
         """Why an activity run by ``pid`` at ``start`` may have run again at ``end``."""
         if any(p == pid and start <= t <= end for t, p in self.kills):
             return "kill"
-        if any(a <= end and start <= b for a, b in self.restarts):
+        grace = CONNECTION_FAULT_GRACE
+        if any(a <= end and start <= b + grace for a, b in self.restarts):
             return "restart"
-        if any(a <= end and start <= b for _, a, b in self.cuts):
+        if any(a <= end and start <= b + grace for _, a, b in self.cuts):
             return "cut"
         return None
 

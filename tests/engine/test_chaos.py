@@ -239,3 +239,15 @@ def test_planned_outputs_follow_the_shapes() -> None:
     assert expected_output(event) == step(step(event.input["x"], 0) + event.event_value, 1)  # type: ignore[operator]
     gens = loop.input["gens"]
     assert expected_output(loop) == sum(step(loop.input["x"] + g, g) for g in range(gens)) + loop.event_value
+
+
+def test_a_connection_cut_explains_a_rerun_of_work_that_started_just_after_it() -> None:
+    # seen in CI: a cut at .370 closed the pooled connections; an inline run at .389 finished, but
+    # its commit found the connection dead and the turn ran again at .940
+    faults = FaultLog(cuts=[("drop", 100.370, 100.370)], restarts=[(200.0, 201.0)], kills=[(300.0, 7)])
+    assert faults.cause_between(7, 100.389, 100.940) == "cut"
+    assert faults.cause_between(7, 201.5, 202.0) == "restart"
+    assert faults.cause_between(7, 299.0, 301.0) == "kill"
+    # long after the fault, nothing is explained any more: an unexplained rerun stays a problem
+    assert faults.cause_between(7, 105.0, 106.0) is None
+    assert faults.cause_between(8, 299.0, 301.0) is None  # another process was killed
