@@ -141,10 +141,7 @@ async def pending_migrations(
     cur = await conn.execute("SELECT to_regclass(%s)", (f"{schema}.schema_migrations",), prepare=False)
     row = await cur.fetchone()
     applied = await _applied(conn, table) if row is not None and row[0] is not None else {}
-    for m in migrations:
-        if m.version in applied:
-            _refuse_edited(m, applied[m.version], schema)
-    return [m for m in migrations if m.version not in applied]
+    return _pending(migrations, applied, schema)
 
 
 async def require_migrations(
@@ -165,6 +162,16 @@ async def _lock(conn: psycopg.AsyncConnection[Any], key: str) -> None:
 async def _applied(conn: psycopg.AsyncConnection[Any], table: sql.Composable) -> dict[int, tuple[str, str]]:
     cur = await conn.execute(sql.SQL("SELECT version, name, checksum FROM {}").format(table), prepare=False)
     return {int(row[0]): (str(row[1]), str(row[2])) for row in await cur.fetchall()}
+
+
+def _pending(
+    migrations: Sequence[Migration], applied: dict[int, tuple[str, str]], schema: str
+) -> list[Migration]:
+    """The ``migrations`` not in ``applied``; refuses if an applied one was edited since."""
+    for m in migrations:
+        if m.version in applied:
+            _refuse_edited(m, applied[m.version], schema)
+    return [m for m in migrations if m.version not in applied]
 
 
 def _refuse_edited(m: Migration, recorded: tuple[str, str], schema: str) -> None:
@@ -197,9 +204,7 @@ async def _apply(
         )
         applied = await _applied(conn, table)
 
-    for m in migrations:  # refuse before applying anything
-        if m.version in applied:
-            _refuse_edited(m, applied[m.version], schema)
+    _pending(migrations, applied, schema)  # refuse an edited file before applying anything
 
     newly: list[Migration] = []
     for m in sorted(migrations, key=lambda m: m.version):
